@@ -1,0 +1,155 @@
+"""Backends: this package's own solvers, or a peer library behind the same call."""
+
+from __future__ import annotations
+
+import torch
+
+from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, Config, DirectAdjoint
+from ._problems import ODE
+from ._solution import Solution, SolverError, Stats, Status
+
+__all__ = ["backends", "get_backend"]
+
+
+class AbstractBackend:
+    name: str
+
+    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps) -> Solution:
+        raise NotImplementedError
+
+
+class NativeBackend(AbstractBackend):
+    """This package's solvers: every method, adjoint and per-sample time grids."""
+
+    name = "native"
+
+    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+        cfg = Config(method.tableau, method.controller, dt, rtol, atol, max_steps)
+        B = y0.shape[0]
+        # A fixed-step solve on a shared grid runs as one lane: one schedule for the batch.
+        lanes_t = t[None] if t.ndim == 1 else t
+        if method.adaptive and t.ndim == 1:
+            lanes_t = t.expand(B, -1)
+        out = adjoint.run(problem, cfg, y0, lanes_t, f0)
+        status = out.status.expand(B).clone() if out.status.shape[0] == 1 else out.status
+        n_acc = out.n_accepted.expand(B).clone() if out.n_accepted.shape[0] == 1 else out.n_accepted
+        n_rej = out.n_rejected.expand(B).clone() if out.n_rejected.shape[0] == 1 else out.n_rejected
+        ys = out.ys[0]
+        with torch.no_grad():
+            bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
+            status = torch.where(bad & (status == Status.SUCCESS), int(Status.NONFINITE), status)
+        return Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+
+
+_TORCHDIFFEQ_METHODS = {
+    "euler": "euler",
+    "midpoint": "midpoint",
+    "heun": "heun2",
+    "rk4": "rk4",
+    "bosh3": "bosh3",
+    "dopri5": "dopri5",
+}
+
+
+class TorchdiffeqBackend(AbstractBackend):
+    """torchdiffeq's ``odeint`` (direct) and ``odeint_adjoint`` (backsolve).
+
+    Shared time grids only. torchdiffeq's ``rk4`` is the 3/8-rule variant and its fixed-grid
+    methods step on a uniform grid and interpolate to the output times, so results agree with
+    the native backend to the methods' accuracy, not to round-off.
+    """
+
+    name = "torchdiffeq"
+
+    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+        try:
+            import torchdiffeq
+        except ImportError as e:  # pragma: no cover - exercised where it is missing
+            raise ImportError(
+                "backend 'torchdiffeq' needs torchdiffeq: pip install \"ctrnn[backends]\""
+            ) from e
+        if not isinstance(problem, ODE):
+            raise ValueError(
+                f"backend 'torchdiffeq' solves ODE problems only, got {type(problem).__name__}; "
+                "use backend='native'"
+            )
+        if t.ndim != 1:
+            raise ValueError(
+                f"backend 'torchdiffeq' needs one time grid shared by the batch, got t of shape "
+                f"{tuple(t.shape)}; per-sample times are handled by backend='native'"
+            )
+        name = _TORCHDIFFEQ_METHODS.get(method.name)
+        if name is None:
+            raise ValueError(
+                f"backend 'torchdiffeq' has no method {method.name!r}; it offers "
+                f"{', '.join(_TORCHDIFFEQ_METHODS)}; backend='native' has them all"
+            )
+        if isinstance(adjoint, CheckpointAdjoint):
+            raise ValueError(
+                "backend 'torchdiffeq' has no checkpoint adjoint; use backend='native' "
+                "for adjoint='checkpoint'"
+            )
+        B = y0.shape[0]
+        calls = [0]
+
+        def f(tt, y):
+            calls[0] += 1
+            return problem.vector_field(tt.expand(B), y)
+
+        options = {}
+        if method.adaptive:
+            options["max_num_steps"] = max_steps
+            if dt is not None:
+                options["first_step"] = dt
+        else:
+            options["step_size"] = dt
+        kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
+        try:
+            if isinstance(adjoint, BacksolveAdjoint):
+                params = adjoint.params if adjoint.params is not None else problem.parameters()
+                ys = torchdiffeq.odeint_adjoint(
+                    _AsModule(f), y0, t, adjoint_params=tuple(params), **kwargs
+                )
+            elif isinstance(adjoint, DirectAdjoint):
+                ys = torchdiffeq.odeint(f, y0, t, **kwargs)
+            else:
+                raise ValueError(
+                    f"backend 'torchdiffeq' does not take adjoint {adjoint!r}; "
+                    "it offers 'direct' and 'backsolve'"
+                )
+        except AssertionError as e:
+            status = Status.MAX_STEPS if "max_num_steps" in str(e) else Status.DT_UNDERFLOW
+            raise SolverError(status, list(range(B)), f" (torchdiffeq: {e})") from e
+        ys = ys.movedim(0, 1)
+        status = torch.zeros(B, dtype=torch.long, device=y0.device)
+        bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
+        status = torch.where(bad, int(Status.NONFINITE), status)
+        zeros = torch.zeros(B, dtype=torch.long, device=y0.device)
+        return Solution(t, ys, status, Stats(calls[0] + 1, zeros, zeros.clone()))
+
+
+class _AsModule(torch.nn.Module):
+    """odeint_adjoint wants a module; parameters are passed separately."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, t, y):
+        return self.f(t, y)
+
+
+_BACKENDS = {"native": NativeBackend(), "torchdiffeq": TorchdiffeqBackend()}
+
+
+def backends() -> tuple[str, ...]:
+    """Names of the available backends."""
+    return tuple(_BACKENDS)
+
+
+def get_backend(backend) -> AbstractBackend:
+    if isinstance(backend, AbstractBackend):
+        return backend
+    if isinstance(backend, str) and backend in _BACKENDS:
+        return _BACKENDS[backend]
+    raise ValueError(f"unknown backend {backend!r}; valid backends are: {', '.join(_BACKENDS)}")

@@ -1,0 +1,411 @@
+"""The integration loops: a fixed-step schedule and an adaptive loop with dense output.
+
+Both work over tuples of state tensors and over lanes (see ``_rk``). The forward solve uses
+one lane per sample; the backsolve adjoint's augmented system uses a single lane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ._controller import PIDController
+from ._rk import State, dense, lane_view, rk_step
+from ._solution import Status
+from ._tableau import ButcherTableau
+
+# Samples whose error norm is NaN or infinite this many times in a row are marked NONFINITE.
+_MAX_NONFINITE_REJECTIONS = 10
+
+
+@dataclass
+class Outcome:
+    """What an integration loop returns (before shaping into a Solution)."""
+
+    ys: State  # each component (batch, T, *state)
+    final: State
+    status: torch.Tensor  # (lanes,) int64 codes
+    n_accepted: torch.Tensor
+    n_rejected: torch.Tensor
+    nfe: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed step
+
+
+@dataclass
+class FixedSchedule:
+    """Every step of a fixed-step solve, computed before the loop.
+
+    Each interval between consecutive output times is split into ``ceil(Δ/dt)`` equal
+    steps, per lane; lanes that finish early take steps of size zero.
+    """
+
+    ts: tuple[torch.Tensor, ...]  # N entries of shape (lanes,)
+    hs: tuple[torch.Tensor, ...]
+    record: list[int]  # step counts after which a state is kept (0: the initial state)
+    gather: torch.Tensor | None  # (lanes, T) positions into `record`; None: identity
+    unreached: torch.Tensor | None  # (lanes, T) outputs past max_steps
+    status: torch.Tensor  # (lanes,)
+
+
+def steps_per_interval(t: torch.Tensor, dt: float) -> torch.Tensor:
+    """``ceil(Δ/dt)`` per interval of the ``(lanes, T)`` grid, tolerant to round-off."""
+    q = t.detach().diff(dim=1) / dt
+    return torch.ceil(q * (1 - 1e-9)).clamp_min(1).long()
+
+
+def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
+    """Build the schedule for a ``(lanes, T)`` grid."""
+    lanes, T = t.shape
+    status = torch.full((lanes,), int(Status.SUCCESS), dtype=torch.long, device=t.device)
+    if T == 1:
+        return FixedSchedule((), (), [0], None, None, status)
+    delta = t.diff(dim=1)
+    n = steps_per_interval(t, dt)
+    cum = n.cumsum(1)
+    total = cum[:, -1]
+    N = int(total.max())  # the one host read, before the loop
+    status = torch.where(total > max_steps, int(Status.MAX_STEPS), status)
+    N = min(N, max_steps)
+    k = torch.arange(N, device=t.device).expand(lanes, N)
+    iv = torch.searchsorted(cum, k.contiguous(), right=True)
+    past_end = iv >= T - 1
+    ivc = iv.clamp(max=T - 2)
+    n_iv = n.gather(1, ivc)
+    start = cum.gather(1, ivc) - n_iv
+    h = delta.gather(1, ivc) / n_iv
+    ts = t.gather(1, ivc) + (k - start) * h
+    ts = torch.where(past_end, t[:, -1:], ts)
+    h = torch.where(past_end, torch.zeros_like(h), h)
+    out_step = torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1)  # (lanes, T)
+    unreached = out_step > N
+    out_step = out_step.clamp(max=N)
+    if lanes == 1:
+        record, gather = out_step[0].tolist(), None
+    else:
+        steps = torch.unique(out_step)
+        record, gather = steps.tolist(), torch.searchsorted(steps, out_step)
+    return FixedSchedule(
+        ts.T.unbind(0),
+        h.T.unbind(0),
+        record,
+        gather,
+        unreached if bool(unreached.any()) else None,
+        status,
+    )
+
+
+def _gather_outputs(records: list[State], gather, unreached, batch: int) -> State:
+    """Assemble ``(batch, T, *state)`` outputs from kept states and per-lane positions."""
+    out = []
+    for c in range(len(records[0])):
+        stacked = torch.stack([r[c] for r in records], dim=1)  # (batch, R, *state)
+        if gather is not None:
+            idx = gather.reshape(gather.shape + (1,) * (stacked.ndim - 2))
+            stacked = stacked.gather(1, idx.expand(-1, -1, *stacked.shape[2:]))
+        if unreached is not None:
+            mask = unreached.reshape(unreached.shape + (1,) * (stacked.ndim - 2))
+            stacked = stacked.masked_fill(mask.expand_as(stacked), float("nan"))
+        out.append(stacked)
+    return tuple(out)
+
+
+def integrate_fixed(
+    field,
+    tab: ButcherTableau,
+    y0: State,
+    f0: State | None,
+    sched: FixedSchedule,
+    *,
+    checkpoint_every: int | None = None,
+) -> Outcome:
+    """Run a fixed-step schedule. No host synchronisation happens inside the loop."""
+    record_at = set(sched.record)
+    N = len(sched.ts)
+
+    def run(start: int, stop: int, k1, *y):
+        kept = []
+        for k in range(start, stop):
+            if k1 is None:
+                k1 = field(sched.ts[k], y)
+            y, _, _ = rk_step(field, tab, sched.ts[k], y, sched.hs[k], k1)
+            k1 = None
+            if k + 1 in record_at:
+                kept.append(y)
+        return y, kept
+
+    records = [y0] if 0 in record_at else []
+    y = y0
+    if checkpoint_every is None or N == 0:
+        y, kept = run(0, N, f0, *y0)
+        records += kept
+    else:
+        for start in range(0, N, checkpoint_every):
+            stop = min(start + checkpoint_every, N)
+            k1 = f0 if start == 0 else None
+
+            def segment(*y_, start=start, stop=stop, k1=k1):
+                y_end, kept = run(start, stop, k1, *y_)
+                return (*y_end, *[c for s in kept for c in s])
+
+            flat = checkpoint(segment, *y, use_reentrant=False)
+            m = len(y0)
+            y = tuple(flat[:m])
+            records += [tuple(flat[i : i + m]) for i in range(m, len(flat), m)]
+    lanes = sched.status.shape[0]
+    counts = torch.full_like(sched.status, N) if lanes > 1 else torch.tensor([N])
+    ys = _gather_outputs(records, sched.gather, sched.unreached, y0[0].shape[0])
+    nfe = N * tab.stages + (f0 is None)
+    zeros = torch.zeros_like(counts)
+    return Outcome(ys, y, sched.status.clone(), counts.to(sched.status.device), zeros, nfe)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive
+
+
+def rms_norm(err: State, y0: State, y1: State, rtol: float, atol: float) -> torch.Tensor:
+    """Per-sample root-mean-square of ``err / (atol + rtol max(|y0|, |y1|))``: ``(batch,)``."""
+    total, count = 0, 0
+    for e, a, b in zip(err, y0, y1):
+        scale = atol + rtol * torch.maximum(a.abs(), b.abs())
+        r = (e / scale).flatten(1)
+        total = total + (r * r).sum(1)
+        count += r.shape[1]
+    return (total / count).sqrt()
+
+
+def initial_step(field, y0: State, f0: State, t0, norm, order: int, span):
+    """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, II.4), per lane."""
+    zeros = tuple(torch.zeros_like(y) for y in y0)
+    d0 = norm(y0, y0, zeros)
+    d1 = norm(f0, y0, zeros)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    h0 = torch.minimum(h0, span)
+    y1 = tuple(y + lane_view(h0, y) * f for y, f in zip(y0, f0))
+    f1 = field(t0 + h0, y1)
+    d2 = norm(tuple(b - a for a, b in zip(f0, f1)), y0, zeros) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(
+        dmax <= 1e-15,
+        torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+        (0.01 / dmax) ** (1.0 / (order + 1)),
+    )
+    return torch.minimum(torch.minimum(100 * h0, h1), span).nan_to_num(1e-6)
+
+
+def integrate_adaptive(
+    field,
+    tab: ButcherTableau,
+    controller: PIDController,
+    y0: State,
+    f0: State,
+    t: torch.Tensor,
+    norm,
+    *,
+    max_steps: int,
+    h0: float | None = None,
+    record: bool = True,
+    checkpoint_every: int | None = None,
+) -> Outcome:
+    """Adaptive solve over a ``(lanes, T)`` grid, each lane with its own step size.
+
+    Outputs inside a step come from the method's interpolant. The loop reads one small
+    tensor back to the host per step (how many outputs the step passed, and whether all
+    lanes are done).
+    """
+    lanes, T = t.shape
+    dev = t.device
+    k_order = tab.error_order + 1
+    # Times keep their graph (gradients with respect to t); step sizes are constants.
+    t0, tend = t[:, 0], t[:, -1]
+    tgrid = t.detach().contiguous()
+    if h0 is None:
+        with torch.no_grad():
+            h = initial_step(field, y0, f0, t0.detach(), norm, tab.order, (tend - t0).detach())
+    else:
+        h = torch.full_like(t0.detach(), float(h0))
+    long = dict(dtype=torch.long, device=dev)
+    carry = dict(
+        y=y0,
+        k1=f0,
+        tcur=t0,
+        h=h,
+        idx=torch.ones(lanes, **long),
+        n_acc=torch.zeros(lanes, **long),
+        n_rej=torch.zeros(lanes, **long),
+        n_bad=torch.zeros(lanes, **long),
+        status=torch.zeros(lanes, **long),
+        prev1=torch.ones_like(h),
+        prev2=torch.ones_like(h),
+        done=torch.full((lanes,), T == 1, dtype=torch.bool, device=dev),
+    )
+    eps = torch.finfo(t0.dtype).eps
+    stage_evals = tab.stages - 1 if tab.fsal else tab.stages
+    nfe = 0
+
+    def step(c):
+        """One attempted step for every lane; returns the new carry, events and a flag."""
+        active = ~c["done"]
+        remaining = tend - c["tcur"]
+        hit = c["h"] >= remaining.detach()
+        hstep = torch.where(active, torch.where(hit, remaining, c["h"]), torch.zeros_like(c["h"]))
+        y, tcur = c["y"], c["tcur"]
+        y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"])
+        t1 = torch.where(hit, tend, tcur + hstep)
+        with torch.no_grad():
+            en = norm(
+                tuple(e.detach() for e in err),
+                tuple(a.detach() for a in y),
+                tuple(b.detach() for b in y1),
+            )
+            finite = torch.isfinite(en)
+            accept = active & finite & (en <= 1)
+            factor = controller.factor(en, c["prev1"], c["prev2"], k_order)
+            factor = torch.where(finite, factor, torch.full_like(factor, controller.factor_min))
+            factor = torch.where(accept, factor, factor.clamp(max=1.0))
+            h_new = torch.where(active, hstep.detach() * factor, c["h"])
+            reached = accept & hit
+            n_out = torch.zeros_like(c["idx"])
+            if record:
+                passed = torch.searchsorted(tgrid, t1[:, None].contiguous(), right=True)[:, 0]
+                n_out = torch.where(accept, passed - c["idx"], n_out)
+            n_acc = c["n_acc"] + accept
+            n_rej = c["n_rej"] + (active & ~accept)
+            n_bad = torch.where(active & ~finite, c["n_bad"] + 1, torch.zeros_like(c["n_bad"]))
+            status = c["status"]
+            tiny = 4 * eps * torch.maximum(tcur.detach().abs(), tend.detach().abs()).clamp_min(1.0)
+            failing = active & ~reached
+            status = torch.where(
+                failing & (n_bad >= _MAX_NONFINITE_REJECTIONS), int(Status.NONFINITE), status
+            )
+            status = torch.where(
+                failing & (status == 0) & (h_new < tiny), int(Status.DT_UNDERFLOW), status
+            )
+            status = torch.where(
+                failing & (status == 0) & (n_acc + n_rej >= max_steps),
+                int(Status.MAX_STEPS),
+                status,
+            )
+            done = c["done"] | reached | (status != 0)
+        events = []
+        if record:
+            info = torch.stack([n_out.max(), done.all().long()]).tolist()
+            for r in range(info[0]):
+                j = c["idx"] + r
+                valid = r < n_out
+                tq = t.gather(1, j.clamp(max=T - 1)[:, None])[:, 0]
+                theta = torch.where(
+                    hstep > 0, (tq - tcur) / hstep.clamp_min(eps), torch.ones_like(tq)
+                )
+                yq = dense(tab, y, hstep, ks, theta)
+                at_end = tq >= t1
+                yq = tuple(torch.where(lane_view(at_end, a), b, a) for a, b in zip(yq, y1))
+                events.append((yq, j, valid))
+            all_done = bool(info[1])
+        else:
+            all_done = bool(done.all())
+        acc = lambda new, old: tuple(  # noqa: E731
+            torch.where(lane_view(accept, o), n, o) for n, o in zip(new, old)
+        )
+        k1_next = ks[-1] if tab.fsal else field(t1, y1)
+        new = dict(
+            y=acc(y1, y),
+            k1=acc(k1_next, c["k1"]),
+            tcur=torch.where(accept, t1, tcur),
+            h=h_new,
+            idx=c["idx"] + n_out,
+            n_acc=n_acc,
+            n_rej=n_rej,
+            n_bad=n_bad,
+            status=status,
+            prev1=torch.where(accept, en, c["prev1"]),
+            prev2=torch.where(accept, c["prev1"], c["prev2"]),
+            done=done,
+        )
+        return new, events, all_done
+
+    events: list = []
+    all_done = T == 1
+    m = len(y0)
+    keys = list(carry)
+    while not all_done:
+        if checkpoint_every is None:
+            carry, ev, all_done = step(carry)
+            events += ev
+            nfe += stage_evals + (not tab.fsal)
+            continue
+        # A segment of steps is recomputed in the backward pass; step sizes are computed
+        # from detached values, so the recomputation takes exactly the same steps.
+        seg_info = {}
+
+        def segment(*flat, seg_info=seg_info):
+            c = _unflatten(keys, flat, m)
+            evs, done_, taken = [], False, 0
+            while not done_ and taken < checkpoint_every:
+                c, ev, done_ = step(c)
+                evs += ev
+                taken += 1
+            seg_info.update(n_events=len(evs), done=done_, taken=taken)
+            out = _flatten(c)
+            for yq, j, valid in evs:
+                out += (*yq, j, valid)
+            return out
+
+        flat = checkpoint(segment, *_flatten(carry), use_reentrant=False)
+        n_carry = len(_flatten(carry))
+        carry = _unflatten(keys, flat[:n_carry], m)
+        rest = flat[n_carry:]
+        for e in range(seg_info["n_events"]):
+            chunk = rest[e * (m + 2) : (e + 1) * (m + 2)]
+            events.append((tuple(chunk[:m]), chunk[m], chunk[m + 1]))
+        all_done = seg_info["done"]
+        nfe += seg_info["taken"] * (stage_evals + (not tab.fsal))
+
+    ys = _assemble_events(y0, events, lanes, T) if record else ()
+    return Outcome(ys, carry["y"], carry["status"], carry["n_acc"], carry["n_rej"], nfe)
+
+
+def _flatten(c: dict) -> tuple:
+    out = ()
+    for v in c.values():
+        out += tuple(v) if isinstance(v, tuple) else (v,)
+    return out
+
+
+def _unflatten(keys, flat, m: int) -> dict:
+    c, i = {}, 0
+    for k in keys:
+        if k in ("y", "k1"):
+            c[k] = tuple(flat[i : i + m])
+            i += m
+        else:
+            c[k] = flat[i]
+            i += 1
+    return c
+
+
+def _assemble_events(y0: State, events, lanes: int, T: int) -> State:
+    """Place every dense-output event at its (sample, output index), in one gather."""
+    dev = y0[0].device
+    src = torch.full((lanes, T), -1, dtype=torch.long, device=dev)
+    src[:, 0] = 0
+    if events:
+        J = torch.stack([j for _, j, _ in events])  # (E, lanes)
+        V = torch.stack([v for _, _, v in events])
+        E = torch.arange(1, len(events) + 1, device=dev)[:, None].expand_as(J)
+        lane = torch.arange(lanes, device=dev)[None].expand_as(J)
+        src[lane[V], J[V]] = E[V]
+    unreached = src < 0
+    out = []
+    for c in range(len(y0)):
+        stacked = torch.stack([y0[c]] + [ev[0][c] for ev in events], dim=1)
+        idx = src.clamp_min(0).reshape(src.shape + (1,) * (stacked.ndim - 2))
+        val = stacked.gather(1, idx.expand(-1, -1, *stacked.shape[2:]))
+        mask = unreached.reshape(unreached.shape + (1,) * (val.ndim - 2)).expand_as(val)
+        out.append(val.masked_fill(mask, float("nan")))
+    return tuple(out)

@@ -1,0 +1,66 @@
+"""One step of an explicit Runge–Kutta method, over a tuple of state tensors.
+
+A step works on "lanes": ``h`` and ``t`` have shape ``(lanes,)``. With one lane per sample
+every sample takes its own step; with a single lane the whole state shares one step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._tableau import ButcherTableau
+
+State = tuple[torch.Tensor, ...]
+
+
+def lane_view(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``h`` of shape ``(lanes,)`` shaped to broadcast against ``x``."""
+    if h.shape[0] == 1:
+        return h.reshape(())
+    return h.reshape(h.shape + (1,) * (x.ndim - 1))
+
+
+def combine(y: State, h: torch.Tensor, weights, ks: list[State]) -> State:
+    """``y + h Σ_j weights[j] k_j`` for every component, skipping zero weights."""
+    out = []
+    for i, yi in enumerate(y):
+        acc = None
+        for w, k in zip(weights, ks):
+            if w == 0.0:
+                continue
+            acc = k[i] * w if acc is None else acc.add(k[i], alpha=w)
+        out.append(yi if acc is None else yi + lane_view(h, yi) * acc)
+    return tuple(out)
+
+
+def rk_step(field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tensor, k1: State):
+    """Take one step of size ``h`` from ``(t, y)``; ``k1 = field(t, y)`` is given.
+
+    Returns ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an
+    embedded estimate.
+    """
+    ks = [k1]
+    yi = y
+    for ci, row in zip(tab.c, tab.a):
+        yi = combine(y, h, row, ks)
+        ks.append(field(t + ci * h, yi))
+    # FSAL: the last stage was evaluated at the new state itself
+    y1 = yi if tab.fsal else combine(y, h, tab.b, ks)
+    err = None
+    if tab.b_error is not None:
+        err = combine(tuple(torch.zeros_like(yi) for yi in y), h, tab.b_error, ks)
+    return y1, err, ks
+
+
+def dense(tab: ButcherTableau, y: State, h: torch.Tensor, ks: list[State], theta: torch.Tensor):
+    """The method's interpolant at ``t0 + θh`` (``θ`` of shape ``(lanes,)``)."""
+    B = torch.tensor(tab.interpolant, dtype=theta.dtype, device=theta.device)  # (s, deg)
+    powers = theta[:, None] ** torch.arange(1, B.shape[1] + 1, device=theta.device)
+    w = powers @ B.T  # (lanes, s)
+    out = []
+    for i, yi in enumerate(y):
+        acc = 0
+        for j, k in enumerate(ks):
+            acc = acc + lane_view(w[:, j], yi) * k[i]
+        out.append(yi + lane_view(h, yi) * acc)
+    return tuple(out)
