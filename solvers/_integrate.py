@@ -50,12 +50,19 @@ class FixedSchedule:
     gather: torch.Tensor | None  # (lanes, T) positions into `record`; None: identity
     unreached: torch.Tensor | None  # (lanes, T) outputs past max_steps
     status: torch.Tensor  # (lanes,)
+    n_steps: torch.Tensor  # (lanes,) steps each lane actually takes
 
 
 def steps_per_interval(t: torch.Tensor, dt: float) -> torch.Tensor:
-    """``ceil(Δ/dt)`` per interval of the ``(lanes, T)`` grid, tolerant to round-off."""
-    q = t.detach().diff(dim=1) / dt
-    return torch.ceil(q * (1 - 1e-9)).clamp_min(1).long()
+    """``ceil(Δ/dt)`` per interval of the ``(lanes, T)`` grid, tolerant to round-off.
+
+    An interval longer than a multiple of ``dt`` by no more than the round-off of the times
+    themselves (a few ulps of ``|t|``) does not get an extra step.
+    """
+    td = t.detach()
+    eps = torch.finfo(td.dtype).eps
+    slack = 16 * eps * (td[:, 1:].abs() + td[:, :-1].abs()) / dt + 1e-9
+    return torch.ceil(td.diff(dim=1) / dt - slack).clamp_min(1).long()
 
 
 def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
@@ -63,7 +70,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
     lanes, T = t.shape
     status = torch.full((lanes,), int(Status.SUCCESS), dtype=torch.long, device=t.device)
     if T == 1:
-        return FixedSchedule((), (), [0], None, None, status)
+        return FixedSchedule((), (), [0], None, None, status, torch.zeros_like(status))
     delta = t.diff(dim=1)
     n = steps_per_interval(t, dt)
     cum = n.cumsum(1)
@@ -96,6 +103,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
         gather,
         unreached if bool(unreached.any()) else None,
         status,
+        total.clamp(max=max_steps),
     )
 
 
@@ -156,12 +164,10 @@ def integrate_fixed(
             m = len(y0)
             y = tuple(flat[:m])
             records += [tuple(flat[i : i + m]) for i in range(m, len(flat), m)]
-    lanes = sched.status.shape[0]
-    counts = torch.full_like(sched.status, N) if lanes > 1 else torch.tensor([N])
     ys = _gather_outputs(records, sched.gather, sched.unreached, y0[0].shape[0])
     nfe = N * tab.stages + (f0 is None)
-    zeros = torch.zeros_like(counts)
-    return Outcome(ys, y, sched.status.clone(), counts.to(sched.status.device), zeros, nfe)
+    counts = sched.n_steps.clone()
+    return Outcome(ys, y, sched.status.clone(), counts, torch.zeros_like(counts), nfe)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Every example script runs; the demo's loss falls."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import solvers
+from ctrnn.cli import main
+from ctrnn.demo import run_spiral_demo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    return runpy.run_path(str(ROOT / "examples" / name))
+
+
+def test_spiral_example_loss_falls(capsys):
+    result = _load("spiral_ode.py")["main"](["--iterations", "40", "--method", "rk4"])
+    assert result.losses[-1] < 0.8 * result.losses[0]
+    assert "loss" in capsys.readouterr().out
+
+
+def test_irregular_batch_example_marks_only_the_failing_sample(capsys):
+    sol = _load("irregular_batch.py")["main"]()
+    assert [s.name for s in sol.status] == ["SUCCESS", "SUCCESS", "SUCCESS", "DT_UNDERFLOW"] or (
+        sol.status[:3] == (solvers.Status.SUCCESS,) * 3 and sol.status[3] != solvers.Status.SUCCESS
+    )
+    exact = 0.1 / (1 - 0.1 * torch.linspace(0, 1, 5))
+    torch.testing.assert_close(sol.ys[0, :, 0], exact, rtol=1e-4, atol=1e-6)
+    assert torch.isnan(sol.ys[3, -1, 0])
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint", "backsolve"])
+def test_demo_gradients_agree_across_adjoints(adjoint):
+    a = run_spiral_demo(3, method="rk4", adjoint="direct", eval_every=3)
+    b = run_spiral_demo(3, method="rk4", adjoint=adjoint, eval_every=3)
+    assert a.losses == pytest.approx(b.losses, rel=1e-4)
+
+
+def test_cli_demo_runs_and_reports(capsys):
+    assert main(["demo", "--iterations", "5", "--method", "rk4"]) == 0
+    out = capsys.readouterr().out
+    assert "iteration" in out and "demo finished" in out
+
+
+def test_cli_rejects_a_bad_option_value():
+    with pytest.raises(SystemExit, match="unknown method 'nope'"):
+        main(["demo", "--method", "nope"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--iterations", "0"])
+
+
+def test_cli_version_from_a_subprocess():
+    out = subprocess.run(
+        [sys.executable, "-m", "ctrnn", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("ctrnn ")
