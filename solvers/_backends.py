@@ -6,7 +6,7 @@ import torch
 
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, Config, DirectAdjoint
 from ._problems import ODE
-from ._solution import Solution, SolverError, Stats, Status
+from ._solution import Solution, Stats, Status
 
 __all__ = ["backends", "get_backend"]
 
@@ -108,7 +108,12 @@ class TorchdiffeqBackend(AbstractBackend):
             if isinstance(adjoint, BacksolveAdjoint):
                 params = adjoint.params if adjoint.params is not None else problem.parameters()
                 ys = torchdiffeq.odeint_adjoint(
-                    _AsModule(f), y0, t, adjoint_params=tuple(params), **kwargs
+                    _AsModule(f),
+                    y0,
+                    t,
+                    adjoint_params=tuple(params),
+                    **self._adjoint_options(adjoint, method, options),
+                    **kwargs,
                 )
             elif isinstance(adjoint, DirectAdjoint):
                 ys = torchdiffeq.odeint(f, y0, t, **kwargs)
@@ -118,14 +123,52 @@ class TorchdiffeqBackend(AbstractBackend):
                     "it offers 'direct' and 'backsolve'"
                 )
         except AssertionError as e:
-            status = Status.MAX_STEPS if "max_num_steps" in str(e) else Status.DT_UNDERFLOW
-            raise SolverError(status, list(range(B)), f" (torchdiffeq: {e})") from e
-        ys = ys.movedim(0, 1)
-        status = torch.zeros(B, dtype=torch.long, device=y0.device)
-        bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
-        status = torch.where(bad, int(Status.NONFINITE), status)
-        zeros = torch.zeros(B, dtype=torch.long, device=y0.device)
-        return Solution(t, ys, status, Stats(calls[0] + 1, zeros, zeros.clone()))
+            # torchdiffeq stops the whole batch; every sample is marked, outputs are NaN
+            failure = Status.MAX_STEPS if "max_num_steps" in str(e) else Status.DT_UNDERFLOW
+            ys = torch.full(
+                (B, t.shape[0], *y0.shape[1:]), float("nan"), dtype=y0.dtype, device=y0.device
+            )
+            ys[:, 0] = y0
+            status = torch.full((B,), int(failure), dtype=torch.long, device=y0.device)
+            detail = f" (torchdiffeq: {e})"
+        else:
+            detail = ""
+            ys = ys.movedim(0, 1)
+            status = torch.zeros(B, dtype=torch.long, device=y0.device)
+            bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
+            status = torch.where(bad, int(Status.NONFINITE), status)
+        unknown = torch.full((B,), -1, dtype=torch.long, device=y0.device)
+        return Solution(t, ys, status, Stats(calls[0] + 1, unknown, unknown.clone()), detail)
+
+    @staticmethod
+    def _adjoint_options(adjoint: BacksolveAdjoint, method, options) -> dict:
+        """BacksolveAdjoint's settings in torchdiffeq's words."""
+        out = {}
+        if adjoint.method is not None:
+            from ._methods import get_method
+
+            back = get_method(adjoint.method)
+            if back.name not in _TORCHDIFFEQ_METHODS:
+                raise ValueError(
+                    f"backend 'torchdiffeq' has no method {back.name!r} for the backward solve; "
+                    f"it offers {', '.join(_TORCHDIFFEQ_METHODS)}"
+                )
+            out["adjoint_method"] = _TORCHDIFFEQ_METHODS[back.name]
+            if not back.adaptive:
+                step = adjoint.dt if adjoint.dt is not None else options.get("step_size")
+                if step is None:
+                    raise ValueError(
+                        f"BacksolveAdjoint: the backward method {back.name!r} is fixed-step; "
+                        "pass dt to BacksolveAdjoint"
+                    )
+                out["adjoint_options"] = {"step_size": step}
+        elif adjoint.dt is not None and "step_size" in options:
+            out["adjoint_options"] = {"step_size": adjoint.dt}
+        if adjoint.rtol is not None:
+            out["adjoint_rtol"] = adjoint.rtol
+        if adjoint.atol is not None:
+            out["adjoint_atol"] = adjoint.atol
+        return out
 
 
 class _AsModule(torch.nn.Module):

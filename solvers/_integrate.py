@@ -91,7 +91,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
     out_step = torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1)  # (lanes, T)
     unreached = out_step > N
     out_step = out_step.clamp(max=N)
-    if lanes == 1:
+    if lanes == 1 and N == int(total[0]):
         record, gather = out_step[0].tolist(), None
     else:
         steps = torch.unique(out_step)
@@ -114,9 +114,10 @@ def _gather_outputs(records: list[State], gather, unreached, batch: int) -> Stat
         stacked = torch.stack([r[c] for r in records], dim=1)  # (batch, R, *state)
         if gather is not None:
             idx = gather.reshape(gather.shape + (1,) * (stacked.ndim - 2))
-            stacked = stacked.gather(1, idx.expand(-1, -1, *stacked.shape[2:]))
+            stacked = stacked.gather(1, idx.expand(batch, -1, *stacked.shape[2:]))
         if unreached is not None:
-            mask = unreached.reshape(unreached.shape + (1,) * (stacked.ndim - 2))
+            mask = unreached.expand(batch, -1)
+            mask = mask.reshape(mask.shape + (1,) * (stacked.ndim - 2))
             stacked = stacked.masked_fill(mask.expand_as(stacked), float("nan"))
         out.append(stacked)
     return tuple(out)

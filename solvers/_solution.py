@@ -53,8 +53,9 @@ class Stats:
 
     Attributes:
         num_function_evals: batched evaluations of the vector field (forward pass only).
-        num_accepted_steps: ``(batch,)`` accepted steps per sample.
-        num_rejected_steps: ``(batch,)`` rejected steps per sample.
+        num_accepted_steps: ``(batch,)`` accepted steps per sample (-1 where the backend
+            does not report them: torchdiffeq).
+        num_rejected_steps: ``(batch,)`` rejected steps per sample (likewise).
     """
 
     num_function_evals: int
@@ -72,12 +73,14 @@ class Solution:
             never reached are NaN.
         status_codes: ``(batch,)`` integer codes of :class:`Status`, on the solve's device.
         stats: counters (:class:`Stats`).
+        detail: what the backend said about a failure, if anything.
     """
 
     ts: torch.Tensor
     ys: torch.Tensor
     status_codes: torch.Tensor
     stats: Stats
+    detail: str = ""
 
     @property
     def status(self) -> tuple[Status, ...]:
@@ -95,4 +98,4 @@ class Solution:
         for status in (Status.NONFINITE, Status.DT_UNDERFLOW, Status.MAX_STEPS):
             samples = [i for i, c in enumerate(codes) if c == status]
             if samples:
-                raise SolverError(status, samples)
+                raise SolverError(status, samples, self.detail)

@@ -114,12 +114,12 @@ def _check_times(t, y0) -> torch.Tensor:
 def _check_numbers(method, dt, rtol, atol, max_steps) -> None:
     if dt is None and not method.adaptive:
         raise ValueError(f"method {method.name!r} is fixed-step: pass dt, the step size")
-    if dt is not None and not (isinstance(dt, (int, float)) and dt > 0):
+    if dt is not None and (isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0)):
         raise ValueError(f"dt must be a positive number, got {dt!r}")
     if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
         raise ValueError(
             f"rtol and atol must be non-negative and not both zero, got "
             f"rtol={rtol!r}, atol={atol!r}"
         )
-    if not (isinstance(max_steps, int) and max_steps > 0):
+    if isinstance(max_steps, bool) or not (isinstance(max_steps, int) and max_steps > 0):
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
