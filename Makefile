@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 	$(PY) -m ctrnn demo
 
 docs: $(VENV)/.docs-installed
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -143,14 +144,22 @@ class BacksolveAdjoint(AbstractAdjoint):
 
     Args:
         method: method for the backward solve (default: the forward method).
-        rtol, atol: tolerances of the backward solve (default: the forward ones).
+        rtol: relative tolerance of the backward solve (default: the forward one).
+        atol: absolute tolerance of the backward solve (default: the forward one).
         dt: step of the backward solve for fixed-step methods (default: the forward one).
         params: tensors to differentiate besides ``y0`` and ``t``.
     """
 
     name = "backsolve"
 
-    def __init__(self, method=None, rtol=None, atol=None, dt=None, params=None):
+    def __init__(
+        self,
+        method: str | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        dt: float | None = None,
+        params: Iterable[torch.Tensor] | None = None,
+    ):
         self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
         self.params = None if params is None else tuple(params)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ._adjoint import get_adjoint
+from ._adjoint import AbstractAdjoint, get_adjoint
 from ._backends import get_backend
-from ._methods import get_method
+from ._methods import ExplicitRungeKutta, get_method
 from ._problems import AbstractProblem
 from ._solution import Solution
+from ._tableau import ButcherTableau
 
 __all__ = ["solve"]
 
@@ -18,12 +19,12 @@ def solve(
     y0: torch.Tensor,
     t: torch.Tensor,
     *,
-    method="dopri5",
+    method: str | ExplicitRungeKutta | ButcherTableau = "dopri5",
     dt: float | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-6,
-    adjoint="direct",
-    backend="native",
+    adjoint: str | AbstractAdjoint = "direct",
+    backend: str = "native",
     max_steps: int = 10_000,
     throw: bool = True,
 ) -> Solution:
@@ -38,7 +39,8 @@ def solve(
             need ``dt``; for adaptive ones ``dt`` is the first step (default: chosen).
         dt: step size. A fixed-step solve splits each interval between consecutive output
             times into ``⌈Δt/dt⌉`` equal steps, so every output lies on a step.
-        rtol, atol: tolerances of adaptive step-size control.
+        rtol: relative tolerance of adaptive step-size control.
+        atol: absolute tolerance of adaptive step-size control.
         adjoint: ``"direct"``, ``"backsolve"``, ``"checkpoint"`` or an adjoint object.
         backend: ``"native"`` or ``"torchdiffeq"`` (see :func:`solvers.backends`).
         max_steps: most steps per sample (attempted steps for adaptive methods).
