@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ._controller import PIDController
 from ._integrate import (
     Outcome,
     fixed_schedule,
@@ -18,7 +17,6 @@ from ._integrate import (
     steps_per_interval,
 )
 from ._solution import SolverError, Status
-from ._tableau import ButcherTableau
 
 __all__ = [
     "AbstractAdjoint",
@@ -33,46 +31,11 @@ __all__ = [
 class Config:
     """Everything a native integration needs besides the problem and the data."""
 
-    tableau: ButcherTableau
-    controller: PIDController | None
+    method: Any  # a method object, e.g. ExplicitRungeKutta
     dt: float | None
     rtol: float
     atol: float
     max_steps: int
-
-
-def forward_field(problem, batch: int):
-    """Wrap ``problem.vector_field`` for the integrators: tuple state, per-lane time."""
-
-    def field(t, y):
-        return (problem.vector_field(t.expand(batch), y[0]),)
-
-    return field
-
-
-def integrate(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> Outcome:
-    """The forward solve over a ``(lanes, T)`` grid (lanes: 1 or batch)."""
-    field = forward_field(problem, y0.shape[0])
-    if cfg.tableau.adaptive:
-        norm = lambda e, a, b: rms_norm(e, a, b, cfg.rtol, cfg.atol)  # noqa: E731
-        return integrate_adaptive(
-            field,
-            cfg.tableau,
-            cfg.controller,
-            (y0,),
-            (f0,),
-            t,
-            norm,
-            max_steps=cfg.max_steps,
-            h0=cfg.dt,
-            checkpoint_every=checkpoint_every,
-        )
-    sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
-    if checkpoint_every == "auto":
-        checkpoint_every = max(1, math.isqrt(len(sched.ts)))
-    return integrate_fixed(
-        field, cfg.tableau, (y0,), (f0,), sched, checkpoint_every=checkpoint_every
-    )
 
 
 class AbstractAdjoint:
@@ -94,7 +57,7 @@ class DirectAdjoint(AbstractAdjoint):
     name = "direct"
 
     def run(self, problem, cfg, y0, t, f0):
-        return integrate(problem, cfg, y0, t, f0)
+        return problem.integrate(cfg, y0, t, f0)
 
     def __repr__(self):
         return "DirectAdjoint()"
@@ -119,8 +82,8 @@ class CheckpointAdjoint(AbstractAdjoint):
         self.every = every
 
     def run(self, problem, cfg, y0, t, f0):
-        every = self.every or ("auto" if not cfg.tableau.adaptive else 32)
-        return integrate(problem, cfg, y0, t, f0, checkpoint_every=every)
+        every = self.every or (32 if cfg.method.adaptive else "auto")
+        return problem.integrate(cfg, y0, t, f0, checkpoint_every=every)
 
     def __repr__(self):
         return f"CheckpointAdjoint(every={self.every})"
@@ -166,19 +129,28 @@ class BacksolveAdjoint(AbstractAdjoint):
     def run(self, problem, cfg, y0, t, f0):
         from ._methods import get_method
 
+        if not problem.supports_backsolve:
+            raise ValueError(
+                f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
+                "use adjoint='direct' or 'checkpoint'"
+            )
         params = self.params if self.params is not None else tuple(problem.parameters())
-        back = get_method(self.method) if self.method is not None else None
+        back = get_method(self.method) if self.method is not None else cfg.method
+        if not hasattr(back, "tableau"):
+            raise ValueError(
+                f"BacksolveAdjoint: the backward solve needs a Runge–Kutta method, got "
+                f"{back.name!r}; pass BacksolveAdjoint(method='dopri5') or another"
+            )
         bcfg = Config(
-            tableau=back.tableau if back else cfg.tableau,
-            controller=back.controller if back else cfg.controller,
+            method=back,
             dt=self.dt if self.dt is not None else cfg.dt,
             rtol=self.rtol if self.rtol is not None else cfg.rtol,
             atol=self.atol if self.atol is not None else cfg.atol,
             max_steps=cfg.max_steps,
         )
-        if not bcfg.tableau.adaptive and bcfg.dt is None:
+        if not back.adaptive and bcfg.dt is None:
             raise ValueError(
-                f"BacksolveAdjoint: the backward method {bcfg.tableau.name!r} is fixed-step; "
+                f"BacksolveAdjoint: the backward method {back.name!r} is fixed-step; "
                 "pass dt to BacksolveAdjoint"
             )
         box = {}
@@ -195,7 +167,7 @@ class _Backsolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem, cfg, bcfg, box, y0, t, f0, *params):
         with torch.no_grad():
-            out = integrate(problem, cfg, y0, t, f0)
+            out = problem.integrate(cfg, y0, t, f0)
         box["outcome"] = out
         ys = out.ys[0]
         ctx.problem, ctx.bcfg, ctx.n_params = problem, bcfg, len(params)
@@ -262,7 +234,8 @@ def _solve_unit_interval(field, bcfg: Config, state, tp, tn):
     dev, dtype = state[0].device, state[0].dtype
     grid = torch.tensor([[0.0, 1.0]], device=dev, dtype=dtype)
     f0 = field(grid[:, 0], state)
-    if bcfg.tableau.adaptive:
+    tab = bcfg.method.tableau
+    if tab.adaptive:
 
         def seminorm(e, a, b):
             per_sample = rms_norm(e[:2], a[:2], b[:2], bcfg.rtol, bcfg.atol)
@@ -270,8 +243,8 @@ def _solve_unit_interval(field, bcfg: Config, state, tp, tn):
 
         out = integrate_adaptive(
             field,
-            bcfg.tableau,
-            bcfg.controller,
+            tab,
+            bcfg.method.controller,
             state,
             f0,
             grid,
@@ -283,7 +256,7 @@ def _solve_unit_interval(field, bcfg: Config, state, tp, tn):
         span = torch.stack([tp.detach(), tn.detach()], dim=1)
         n = int(steps_per_interval(span, bcfg.dt).max())
         sched = fixed_schedule(grid, 1.0 / n, bcfg.max_steps)
-        out = integrate_fixed(field, bcfg.tableau, state, f0, sched)
+        out = integrate_fixed(field, tab, state, f0, sched)
     code = int(out.status[0])
     if code != Status.SUCCESS:
         raise SolverError(

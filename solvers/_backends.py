@@ -24,7 +24,7 @@ class NativeBackend(AbstractBackend):
     name = "native"
 
     def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
-        cfg = Config(method.tableau, method.controller, dt, rtol, atol, max_steps)
+        cfg = Config(method, dt, rtol, atol, max_steps)
         B = y0.shape[0]
         # A fixed-step solve on a shared grid runs as one lane: one schedule for the batch.
         lanes_t = t[None] if t.ndim == 1 else t

@@ -32,6 +32,15 @@ class Outcome:
     nfe: int
 
 
+def forward_field(problem, batch: int):
+    """Wrap ``problem.vector_field`` for the integrators: tuple state, per-lane time."""
+
+    def field(t, y):
+        return (problem.vector_field(t.expand(batch), y[0]),)
+
+    return field
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixed step
 

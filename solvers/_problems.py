@@ -12,13 +12,21 @@ __all__ = ["ODE", "AbstractProblem"]
 
 class AbstractProblem:
     """Base of all problems. A problem exposes ``vector_field(t, y)`` for the integrators,
-    ``parameters()`` for the continuous adjoint, and ``check(t0, y0)``."""
+    ``parameters()`` for the continuous adjoint, ``check(t0, y0)``, and ``integrate``, which
+    runs the native forward solve (by default: the method's own loop)."""
+
+    #: whether BacksolveAdjoint can treat the problem as ``dy/dt = vector_field(t, y)``
+    supports_backsolve = True
 
     def vector_field(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def parameters(self) -> tuple[torch.Tensor, ...]:
         return ()
+
+    def integrate(self, cfg, y0, t, f0, *, checkpoint_every=None):
+        """The native forward solve over a ``(lanes, T)`` grid; returns an ``Outcome``."""
+        return cfg.method.integrate(self, cfg, y0, t, f0, checkpoint_every=checkpoint_every)
 
     def check(self, t0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
         """Evaluate the vector field once at the start and check its shape.

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from .._controller import PIDController
+from .._integrate import (
+    fixed_schedule,
+    forward_field,
+    integrate_adaptive,
+    integrate_fixed,
+    rms_norm,
+)
 from .._problems import ODE, AbstractProblem
 from .._tableau import ButcherTableau
 from .bosh3 import BOSH3
@@ -13,7 +22,7 @@ from .midpoint import MIDPOINT
 from .rk4 import RK4
 from .tsit5 import TSIT5
 
-__all__ = ["ExplicitRungeKutta", "get_method", "methods"]
+__all__ = ["ExplicitRungeKutta", "get_method", "methods", "register_method"]
 
 
 class ExplicitRungeKutta:
@@ -55,6 +64,33 @@ class ExplicitRungeKutta:
     def accepts(self, problem) -> bool:
         return isinstance(problem, self.problems)
 
+    def integrate(self, problem, cfg, y0, t, f0, *, checkpoint_every=None):
+        """Forward solve of ``problem.vector_field`` over a ``(lanes, T)`` grid."""
+        field = forward_field(problem, y0.shape[0])
+        if self.adaptive:
+
+            def norm(e, a, b):
+                return rms_norm(e, a, b, cfg.rtol, cfg.atol)
+
+            return integrate_adaptive(
+                field,
+                self.tableau,
+                self.controller,
+                (y0,),
+                (f0,),
+                t,
+                norm,
+                max_steps=cfg.max_steps,
+                h0=cfg.dt,
+                checkpoint_every=checkpoint_every,
+            )
+        sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
+        if checkpoint_every == "auto":
+            checkpoint_every = max(1, math.isqrt(len(sched.ts)))
+        return integrate_fixed(
+            field, self.tableau, (y0,), (f0,), sched, checkpoint_every=checkpoint_every
+        )
+
     def __repr__(self):
         kind = "adaptive" if self.adaptive else "fixed-step"
         accepted = ", ".join(p.__name__ for p in self.problems)
@@ -68,6 +104,14 @@ _REGISTRY = {
 }
 
 
+def register_method(method) -> None:
+    """Add a method object under its ``name``; it must have ``name``, ``adaptive``,
+    ``problems``, ``accepts(problem)`` and ``integrate(problem, cfg, y0, t, f0, ...)``."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+
+
 def methods() -> dict[str, ExplicitRungeKutta]:
     """Every registered method by name; each says its order, whether it is adaptive and
     which problems it accepts."""
@@ -76,7 +120,9 @@ def methods() -> dict[str, ExplicitRungeKutta]:
 
 def get_method(method) -> ExplicitRungeKutta:
     """Resolve a name or a method object."""
-    if isinstance(method, ExplicitRungeKutta):
+    if isinstance(method, ExplicitRungeKutta) or (
+        hasattr(method, "integrate") and hasattr(method, "accepts")
+    ):
         return method
     if isinstance(method, ButcherTableau):
         return ExplicitRungeKutta(method)

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import solvers
-from solvers._adjoint import forward_field
-from solvers._integrate import fixed_schedule, integrate_fixed
+from solvers._integrate import fixed_schedule, forward_field, integrate_fixed
 from solvers._methods import methods
 
 
