@@ -8,7 +8,7 @@ from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, Config, DirectAdjoint
 from ._problems import ODE
 from ._solution import Solution, Stats, Status
 
-__all__ = ["backends", "get_backend"]
+__all__ = ["AbstractBackend", "backends", "get_backend", "register_backend"]
 
 
 class AbstractBackend:
@@ -183,6 +183,13 @@ class _AsModule(torch.nn.Module):
 
 
 _BACKENDS = {"native": NativeBackend(), "torchdiffeq": TorchdiffeqBackend()}
+
+
+def register_backend(backend: AbstractBackend) -> None:
+    """Add a backend object under its ``name``."""
+    if backend.name in _BACKENDS:
+        raise ValueError(f"a backend named {backend.name!r} is already registered")
+    _BACKENDS[backend.name] = backend
 
 
 def backends() -> tuple[str, ...]:

@@ -64,6 +64,13 @@ class ExplicitRungeKutta:
     def accepts(self, problem) -> bool:
         return isinstance(problem, self.problems)
 
+    @classmethod
+    def accept_problem(cls, problem_type: type[AbstractProblem]) -> None:
+        """Declare that every Runge–Kutta method solves ``problem_type`` through its
+        ``vector_field`` (for problem types defined outside this module)."""
+        if problem_type not in cls.problems:
+            cls.problems = (*cls.problems, problem_type)
+
     def integrate(self, problem, cfg, y0, t, f0, *, checkpoint_every=None):
         """Forward solve of ``problem.vector_field`` over a ``(lanes, T)`` grid."""
         field = forward_field(problem, y0.shape[0])
