@@ -154,7 +154,8 @@ class BacksolveAdjoint(AbstractAdjoint):
                 "pass dt to BacksolveAdjoint"
             )
         box = {}
-        ys = _Backsolve.apply(problem, cfg, bcfg, box, y0, t, f0, *params)
+        # f0 was evaluated with the graph on; the forward pass needs only its value
+        ys = _Backsolve.apply(problem, cfg, bcfg, box, y0, t, f0.detach(), *params)
         out = box["outcome"]
         out.ys = (ys,)
         return out
