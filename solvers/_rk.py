@@ -43,7 +43,14 @@ def rk_step(field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tens
     yi = y
     for ci, row in zip(tab.c, tab.a):
         yi = combine(y, h, row, ks)
-        ks.append(field(t + ci * h, yi))
+        ti = t + ci * h
+        if ci == 1.0 and not tab.fsal:
+            # A stage at the end of the step sees the left limit of a vector field that is
+            # only piecewise smooth in t (e.g. a CDE on a linear path: the slope jumps at each
+            # knot). For a smooth field this moves t by one ulp. FSAL tableaus reuse this
+            # stage as the next step's first, which must see the right limit: not nudged.
+            ti = torch.nextafter(ti, t)
+        ks.append(field(ti, yi))
     # FSAL: the last stage was evaluated at the new state itself
     y1 = yi if tab.fsal else combine(y, h, tab.b, ks)
     err = None
