@@ -16,7 +16,7 @@ $(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(PY) -m ctrnn demo

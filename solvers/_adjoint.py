@@ -129,6 +129,8 @@ class BacksolveAdjoint(AbstractAdjoint):
     def run(self, problem, cfg, y0, t, f0):
         from ._methods import get_method
 
+        if hasattr(problem, "backsolve"):
+            return problem.backsolve(self, cfg, y0, t, f0)
         if not problem.supports_backsolve:
             raise ValueError(
                 f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
@@ -215,6 +217,8 @@ def _augmented_field(problem, tp, tn, params, batch: int, want_t: bool):
             tn_ = tn.detach().requires_grad_(want_t)
             delta = tn_ - tp_
             tt = tp_ + (1 - r) * delta
+            # r = 0 is the end of the forward interval: the left limit there (see rk_step)
+            tt = torch.where(r == 0, torch.nextafter(tt, tp_), tt)
             g = delta.reshape(delta.shape + (1,) * (y.ndim - 1)) * problem.vector_field(
                 tt.expand(batch), y_
             )

@@ -50,6 +50,11 @@ def solve(
     Returns:
         A :class:`Solution` with ``ys`` of shape ``(batch, T, *state)``.
     """
+    if isinstance(method, str):
+        from ._sde import SDE, sde_method
+
+        if isinstance(problem, SDE):
+            method = sde_method(method)
     method = get_method(method)
     adjoint = get_adjoint(adjoint)
     backend = get_backend(backend)

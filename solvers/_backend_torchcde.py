@@ -1,0 +1,159 @@
+"""The ``"torchcde"`` backend: a :class:`~solvers.CDE` solved by ``torchcde.cdeint``."""
+
+from __future__ import annotations
+
+import torch
+
+from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
+from ._backends import _TORCHDIFFEQ_METHODS, AbstractBackend, register_backend
+from ._cde import CDE
+from ._interpolation import (
+    AbstractPiecewiseCubicPath,
+    HermiteCubicPath,
+    LinearPath,
+    NaturalCubicPath,
+)
+from ._solution import Solution, Stats, Status
+
+__all__ = ["TorchcdeBackend"]
+
+
+class TorchcdeBackend(AbstractBackend):
+    """torchcde's ``cdeint`` (torchdiffeq underneath): ``"direct"`` and ``"backsolve"``.
+
+    Shared time grids only, CDE problems only. The path is rebuilt with torchcde's own
+    coefficient functions from the filled observations: ``natural_cubic`` with
+    ``natural_cubic_coeffs``, ``hermite`` with
+    ``hermite_cubic_coefficients_with_backward_differences``, ``linear`` with
+    ``linear_interpolation_coeffs``; any other piecewise-cubic path (``rectilinear``) is
+    handed over as its own coefficients. torchcde's pieces are left-continuous at the knots
+    (ours right-continuous), which only matters for paths whose derivative jumps there.
+    """
+
+    name = "torchcde"
+
+    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+        try:
+            import torchcde
+        except ImportError as e:  # pragma: no cover - exercised where it is missing
+            raise ImportError(
+                "backend 'torchcde' needs torchcde: pip install \"ctrnn[backends]\""
+            ) from e
+        if not isinstance(problem, CDE):
+            raise ValueError(
+                f"backend 'torchcde' solves CDE problems only, got {type(problem).__name__}; "
+                "use backend='native' (or 'torchdiffeq' for an ODE)"
+            )
+        path = problem.path
+        if t.ndim != 1 or (isinstance(path, AbstractPiecewiseCubicPath) and path.times.ndim != 1):
+            raise ValueError(
+                "backend 'torchcde' needs one time grid shared by the batch (for the solve and "
+                "the path); per-sample times are handled by backend='native'"
+            )
+        if not isinstance(path, AbstractPiecewiseCubicPath):
+            raise ValueError(
+                f"backend 'torchcde' cannot convert a {type(path).__name__}; it takes the "
+                "paths of solvers.interpolate; use backend='native'"
+            )
+        name = _TORCHDIFFEQ_METHODS.get(method.name)
+        if name is None:
+            raise ValueError(
+                f"backend 'torchcde' has no method {method.name!r}; it offers "
+                f"{', '.join(_TORCHDIFFEQ_METHODS)}; backend='native' has them all"
+            )
+        if isinstance(adjoint, CheckpointAdjoint):
+            raise ValueError(
+                "backend 'torchcde' has no checkpoint adjoint; use backend='native' "
+                "for adjoint='checkpoint'"
+            )
+        if not isinstance(adjoint, (DirectAdjoint, BacksolveAdjoint)):
+            raise ValueError(
+                f"backend 'torchcde' does not take adjoint {adjoint!r}; "
+                "it offers 'direct' and 'backsolve'"
+            )
+        X, coeffs = _torchcde_path(torchcde, path)
+        B = y0.shape[0]
+        calls = [0]
+        func = _Func(problem.f, y0.shape, calls)
+        options = {}
+        if method.adaptive:
+            options["max_num_steps"] = max_steps
+            if dt is not None:
+                options["first_step"] = dt
+        else:
+            options["step_size"] = dt
+        kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
+        if isinstance(adjoint, BacksolveAdjoint):
+            own = tuple(problem.f.parameters()) if isinstance(problem.f, torch.nn.Module) else ()
+            params = adjoint.params if adjoint.params is not None else own
+            params = tuple(p for p in params if p.requires_grad)
+            if coeffs.requires_grad:
+                params = (*params, coeffs)
+            kwargs["adjoint_params"] = params
+            kwargs.update(_adjoint_options(adjoint, method, options))
+        try:
+            zs = torchcde.cdeint(
+                X=X,
+                func=func,
+                z0=y0.reshape(B, -1),
+                t=t,
+                adjoint=isinstance(adjoint, BacksolveAdjoint),
+                **kwargs,
+            )
+        except AssertionError as e:
+            failure = Status.MAX_STEPS if "max_num_steps" in str(e) else Status.DT_UNDERFLOW
+            ys = torch.full(
+                (B, t.shape[0], *y0.shape[1:]), float("nan"), dtype=y0.dtype, device=y0.device
+            )
+            ys[:, 0] = y0
+            status = torch.full((B,), int(failure), dtype=torch.long, device=y0.device)
+            detail = f" (torchcde: {e})"
+        else:
+            detail = ""
+            ys = zs.reshape(B, t.shape[0], *y0.shape[1:])
+            bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
+            status = torch.zeros(B, dtype=torch.long, device=y0.device)
+            status = torch.where(bad, int(Status.NONFINITE), status)
+        unknown = torch.full((B,), -1, dtype=torch.long, device=y0.device)
+        return Solution(t, ys, status, Stats(calls[0] + 1, unknown, unknown.clone()), detail)
+
+
+def _torchcde_path(torchcde, path: AbstractPiecewiseCubicPath):
+    """torchcde's interpolation of the same data, and its coefficient tensor."""
+    x, times = path.values, path.times
+    if isinstance(path, NaturalCubicPath):
+        coeffs = torchcde.natural_cubic_coeffs(x, t=times)
+        return torchcde.CubicSpline(coeffs, t=times), coeffs
+    if isinstance(path, HermiteCubicPath):
+        coeffs = torchcde.hermite_cubic_coefficients_with_backward_differences(x, t=times)
+        return torchcde.CubicSpline(coeffs, t=times), coeffs
+    if isinstance(path, LinearPath):
+        coeffs = torchcde.linear_interpolation_coeffs(x, t=times)
+        return torchcde.LinearInterpolation(coeffs, t=times), coeffs
+    a, b, c, d = path.coefficients.unbind(-1)
+    coeffs = torch.cat([a, b, 2 * c, 3 * d], dim=-1)
+    return torchcde.CubicSpline(coeffs, t=path.knots), coeffs
+
+
+def _adjoint_options(adjoint: BacksolveAdjoint, method, options) -> dict:
+    """BacksolveAdjoint's settings in torchdiffeq's words (cdeint passes them on)."""
+    from ._backends import TorchdiffeqBackend
+
+    return TorchdiffeqBackend._adjoint_options(adjoint, method, options)
+
+
+class _Func(torch.nn.Module):
+    """``f(z)`` in torchcde's calling convention: ``func(t, z)`` on flattened states."""
+
+    def __init__(self, f, shape, calls):
+        super().__init__()
+        self.f, self.shape, self.calls = f, shape, calls
+
+    def forward(self, t, z):
+        self.calls[0] += 1
+        B = self.shape[0]
+        out = self.f(z.reshape(self.shape))
+        return out.reshape(B, -1, out.shape[-1])
+
+
+register_backend(TorchcdeBackend())
