@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .._controller import PIDController
 from .._integrate import (
     fixed_schedule,
@@ -13,6 +15,7 @@ from .._integrate import (
     rms_norm,
 )
 from .._problems import ODE, AbstractProblem
+from .._rk import rk_step
 from .._tableau import ButcherTableau
 from .bosh3 import BOSH3
 from .dopri5 import DOPRI5
@@ -70,6 +73,18 @@ class ExplicitRungeKutta:
         ``vector_field`` (for problem types defined outside this module)."""
         if problem_type not in cls.problems:
             cls.problems = (*cls.problems, problem_type)
+
+    def step(self, f, t: torch.Tensor, y: torch.Tensor, h) -> torch.Tensor:
+        """One step of size ``h`` of ``dy/dt = f(t, y)`` from ``(t, y)``.
+
+        ``t`` is a ``(batch,)`` tensor, ``h`` a number or a ``(batch,)`` tensor. This is what
+        turns a continuous-time model into a discrete cell (``ctrnn``'s ``discretize``).
+        """
+        batch = y.shape[0]
+        h = torch.as_tensor(h, dtype=y.dtype, device=y.device).expand(batch)
+        field = forward_field(ODE(f), batch)
+        y1, _, _ = rk_step(field, self.tableau, t, (y,), h, field(t, (y,)))
+        return y1[0]
 
     def integrate(self, problem, cfg, y0, t, f0, *, checkpoint_every=None):
         """Forward solve of ``problem.vector_field`` over a ``(lanes, T)`` grid."""
