@@ -1,9 +1,13 @@
 """Recurrent models: continuous formulations, their discretizations into cells, and sequence
 modules. Build any of them by name with :func:`create`; :func:`available` lists the names."""
 
+from . import (  # noqa: F401  (each family's module registers its models)
+    tau_gru,
+)
 from ._base import (
     AbstractCell,
     AbstractContinuousRNN,
+    InputDrivenField,
     RungeKuttaCell,
     SequenceModel,
     hold_inputs,
@@ -16,6 +20,7 @@ __all__ = [
     "AbstractCell",
     "AbstractContinuousRNN",
     "GRUCell",
+    "InputDrivenField",
     "LSTMCell",
     "RungeKuttaCell",
     "SequenceModel",

@@ -1,0 +1,399 @@
+"""τ-GRU: a gated recurrent network with weighted time-delay feedback.
+
+Erichson, Lim, Mahoney, "Gated Recurrent Neural Networks with Weighted Time-Delay Feedback",
+arXiv:2212.00228. With a delay of ``m`` steps (``h_k = 0`` for ``k < 0``)::
+
+    u = tanh(W1 h_n + U1 x_n + b1)          z = tanh(W2 h_{n-m} + U2 x_n + b2)
+    g = σ(W3 h_n + U3 x_n + b3)             a = σ(W4 h_n + U4 x_n + b4)
+    h_{n+1} = (1 - g) ⊙ h_n + g ⊙ (u + a ⊙ z)
+
+is the explicit Euler step (``Δt = 1``, ``τ = m``) of the delay equation
+``dh/dt = g ⊙ (-h + u + a ⊙ z)`` where ``z`` reads ``h(t - τ)``.
+
+- :class:`TauGRUCell`: the paper's cell; its state carries the delay buffer.
+- :class:`TauGRU`: the continuous formulation (a ``solvers.DDE``); ``discretize(scheme, dt)``
+  returns a :class:`TauGRUCell` for ``"euler"`` and a :class:`TauGRURungeKuttaCell` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import solvers
+
+from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel, hold_inputs
+from ._registry import register_model
+
+__all__ = ["TauGRU", "TauGRUCell", "TauGRURungeKuttaCell"]
+
+# Dense output of the classical RK4 step at θ = 1/2 (the cubic continuous extension,
+# Hairer–Nørsett–Wanner I, II.6): weights of k1..k4. Its error is O(dt^4), so the delayed
+# values that RK4's half-step stages read keep the method fourth order.
+_RK4_HALF = (5 / 24, 1 / 6, 1 / 6, -1 / 24)
+
+
+def _make_projections(module, input_size, hidden_size, bias, device, dtype):
+    H = hidden_size
+    kw = dict(device=device, dtype=dtype)
+    # rows of input_proj: [U1; U2; U3; U4] (u, z, g, a) with biases b1..b4;
+    # hidden_proj: [W1; W3; W4] (u, g, a) on h_n; delayed_proj: W2 on h_{n-m}.
+    module.input_proj = nn.Linear(input_size, 4 * H, bias=bias, **kw)
+    module.hidden_proj = nn.Linear(H, 3 * H, bias=False, **kw)
+    module.delayed_proj = nn.Linear(H, H, bias=False, **kw)
+
+
+def _reset(module):
+    # as torch.nn.GRUCell: every weight and bias uniform in ±1/sqrt(hidden_size)
+    bound = 1.0 / math.sqrt(module.hidden_size)
+    for p in module.parameters():
+        if p.device.type != "meta":
+            nn.init.uniform_(p, -bound, bound)
+
+
+def _terms(module, x, h, h_delayed, x_delayed):
+    """``(g, v)`` with ``dh/dt = g ⊙ (v - h)``, ``v = α u + β a ⊙ z``."""
+    px = module.input_proj(x)
+    ux, zx, gx, ax = px.chunk(4, dim=-1)
+    if x_delayed is not None:
+        _, zx, _, ax = module.input_proj(x_delayed).chunk(4, dim=-1)
+    uh, gh, ah = module.hidden_proj(h).chunk(3, dim=-1)
+    u = torch.tanh(uh + ux)
+    z = torch.tanh(module.delayed_proj(h_delayed) + zx)
+    g = torch.sigmoid(gh + gx)
+    a = torch.sigmoid(ah + ax)
+    return g, module.alpha * u + module.beta * (a * z)
+
+
+def _check_weight(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class TauGRUCell(AbstractCell):
+    """The τ-GRU cell (Erichson, Lim, Mahoney 2022), with ``torch.nn.GRUCell``'s conventions.
+
+    Args:
+        input_size: features of ``x``.
+        hidden_size: features of ``h``.
+        delay: ``m ≥ 1``, the delay in steps: ``z`` reads ``h_{n-m}`` (zero before the start).
+        bias: learn ``b1..b4``.
+        gate_dt: when given, ``g`` is multiplied by it (the authors' later code; this is the
+            explicit Euler step of :class:`TauGRU` with ``dt = gate_dt``). ``None``: the paper.
+        delayed_input: ``a`` and ``z`` read ``x_{n-m}`` instead of ``x_n`` (zero before the
+            start; the authors' later code). ``False``: the paper.
+        alpha, beta: weights of ``u`` and ``a ⊙ z``: ``h_{n+1} = (1 - g) h_n + g (α u + β a z)``.
+            ``1.0``: the paper.
+
+    The state ``hx`` is ``(batch, state_size)``: the ring buffer ``[h_n, h_{n-1}, …, h_{n-m}]``
+    flattened, followed by ``[x_{n-1}, …, x_{n-m}]`` when ``delayed_input``;
+    ``state_size = (m + 1) hidden_size (+ m input_size)``. :meth:`hidden` reads ``h_n``.
+    Zeros (the default ``hx``) is the paper's start: ``h_0 = 0`` and a zero past.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        delay: int,
+        bias: bool = True,
+        gate_dt: float | None = None,
+        delayed_input: bool = False,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        device=None,
+        dtype=None,
+    ):
+        name = type(self).__name__
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
+            raise ValueError(f"{name}: delay must be a positive number of steps, got {delay!r}")
+        state = (delay + 1) * hidden_size + (delay * input_size if delayed_input else 0)
+        super().__init__(input_size, hidden_size, state)
+        if gate_dt is not None and not (_check_weight(name, "gate_dt", gate_dt) > 0):
+            raise ValueError(f"{name}: gate_dt must be positive, got {gate_dt!r}")
+        self.delay, self.gate_dt, self.delayed_input = delay, gate_dt, bool(delayed_input)
+        self.alpha = _check_weight(name, "alpha", alpha)
+        self.beta = _check_weight(name, "beta", beta)
+        _make_projections(self, input_size, hidden_size, bias, device, dtype)
+        _reset(self)
+
+    def step(self, x, state):
+        H, m = self.hidden_size, self.delay
+        hbuf = state[:, : (m + 1) * H]
+        h, h_delayed = hbuf[:, :H], hbuf[:, m * H :]
+        x_delayed = None
+        if self.delayed_input:
+            xbuf = state[:, (m + 1) * H :]
+            x_delayed = xbuf[:, (m - 1) * self.input_size :]
+        g, v = _terms(self, x, h, h_delayed, x_delayed)
+        if self.gate_dt is not None:
+            g = self.gate_dt * g
+        h_next = (1 - g) * h + g * v
+        parts = [h_next, hbuf[:, : m * H]]
+        if self.delayed_input:
+            parts += [x, xbuf[:, : (m - 1) * self.input_size]]
+        return torch.cat(parts, dim=-1)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}, delay={self.delay}"
+        if self.gate_dt is not None:
+            s += f", gate_dt={self.gate_dt}"
+        if self.delayed_input:
+            s += ", delayed_input=True"
+        if (self.alpha, self.beta) != (1.0, 1.0):
+            s += f", alpha={self.alpha}, beta={self.beta}"
+        return s
+
+
+class TauGRU(AbstractContinuousRNN):
+    """The continuous τ-GRU: ``dh/dt = g ⊙ (-h + α u + β a ⊙ z)``, ``z`` reading ``h(t - τ)``.
+
+    Args:
+        input_size, hidden_size: as :class:`TauGRUCell`.
+        delay: ``τ > 0`` in time units (with unit steps, the number of steps of the cell).
+        bias, delayed_input, alpha, beta: as :class:`TauGRUCell` (``a`` and ``z`` read
+            ``x(t - τ)``, zero before the first observation, when ``delayed_input``).
+
+    The gates are those of :class:`TauGRUCell` evaluated at ``h(t)``, ``h(t - τ)``, ``x(t)``;
+    the history is ``h(t) = 0`` before the first observation and ``h(t0) = 0`` by default.
+    :meth:`problem` is a ``solvers.DDE``: any Runge–Kutta method of ``solvers`` solves it,
+    with the ``"direct"`` or ``"checkpoint"`` adjoint (``"backsolve"`` is rejected by
+    ``solvers`` for delay equations), native backend only.
+    """
+
+    problem_type = "dde"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        delay: float = 10.0,
+        bias: bool = True,
+        delayed_input: bool = False,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(input_size, hidden_size)
+        name = type(self).__name__
+        if not (_check_weight(name, "delay", delay) > 0):
+            raise ValueError(f"{name}: delay must be positive, got {delay!r}")
+        self.bias, self.delayed_input = bool(bias), bool(delayed_input)
+        self.alpha = _check_weight(name, "alpha", alpha)
+        self.beta = _check_weight(name, "beta", beta)
+        _make_projections(self, input_size, hidden_size, bias, device, dtype)
+        _reset(self)
+        factory = dict(device=device, dtype=dtype or torch.get_default_dtype())
+        self.register_buffer("delay", torch.tensor([float(delay)], **factory))
+
+    def vector_field(self, t, h, x, h_delayed=None, x_delayed=None):
+        """``dh/dt`` for ``h, h_delayed (batch, hidden_size)``, ``x, x_delayed (batch,
+        input_size)``; ``x_delayed`` is used only when ``delayed_input``."""
+        if h_delayed is None:
+            raise ValueError("TauGRU.vector_field: a delay equation needs h_delayed = h(t - τ)")
+        g, v = _terms(self, x, h, h_delayed, x_delayed if self.delayed_input else None)
+        return g * (v - h)
+
+    def problem(
+        self, inputs: Callable[[torch.Tensor], torch.Tensor], t0: torch.Tensor | None = None
+    ) -> solvers.DDE:
+        """``solvers.DDE`` with history 0; ``t0 (batch,)`` is the first observation time, before
+        which the delayed input is zero (``delayed_input`` only; without it the input held
+        at ``t0`` is read)."""
+        tau = self.delay
+
+        def f(t, h, h_delayed):
+            x_delayed = None
+            if self.delayed_input:
+                s = t - tau.detach()
+                x_delayed = inputs(s)
+                if t0 is not None:
+                    x_delayed = torch.where((s >= t0)[:, None], x_delayed, 0.0)
+            return self.vector_field(t, h, inputs(t), h_delayed[:, 0], x_delayed)
+
+        return solvers.DDE(f, delays=tau, history=0.0)
+
+    def solve(self, x, times, h0=None, **solver_options):
+        """As :meth:`AbstractContinuousRNN.solve`, with the delayed input zero before
+        ``times[..., 0]``."""
+        B = x.shape[0]
+        t = times if times.dim() == 2 else times.expand(B, -1)
+        if h0 is None:
+            h0 = torch.zeros(B, self.state_size, device=x.device, dtype=x.dtype)
+        problem = self.problem(hold_inputs(x, t), t0=t[:, 0].detach())
+        return solvers.solve(problem, h0, t, **solver_options).ys
+
+    def delay_steps(self, dt: float) -> int:
+        """``m = τ / dt``; a ValueError unless the delay is a whole number ``≥ 1`` of steps."""
+        tau = float(self.delay.item())
+        m = round(tau / dt)
+        if m < 1 or abs(m * dt - tau) > 1e-9 * max(tau, 1.0):
+            raise ValueError(
+                f"{type(self).__name__}.discretize: the delay τ = {tau} must be a whole number "
+                f"(≥ 1) of steps dt = {dt}; choose dt = τ / m"
+            )
+        return m
+
+    def discretize(self, scheme: str = "euler", dt: float = 1.0) -> AbstractCell:
+        """The cell of ``scheme`` with step ``dt`` (``τ`` must be a multiple ``m`` of ``dt``).
+
+        ``"euler"`` gives :class:`TauGRUCell` with ``delay = m`` and ``gate_dt = dt``
+        (``None`` when ``dt = 1``: the paper's cell), sharing this module's parameters. Other
+        fixed-step explicit Runge–Kutta schemes (``midpoint``, ``heun``, ``rk4``) give a
+        :class:`TauGRURungeKuttaCell`.
+        """
+        name = type(self).__name__
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
+            raise ValueError(f"{name}.discretize: dt must be positive, got {dt!r}")
+        method = solvers.methods().get(scheme)
+        if not (isinstance(method, solvers.ExplicitRungeKutta) and not method.adaptive):
+            raise ValueError(
+                f"{name}.discretize: unknown scheme {scheme!r}; this model accepts "
+                f"{', '.join(self.schemes())}"
+            )
+        m = self.delay_steps(float(dt))
+        if scheme == "euler":
+            p = self.hidden_proj.weight
+            cell = TauGRUCell(
+                self.input_size,
+                self.hidden_size,
+                m,
+                bias=self.bias,
+                gate_dt=None if dt == 1 else float(dt),
+                delayed_input=self.delayed_input,
+                alpha=self.alpha,
+                beta=self.beta,
+                device="meta",
+                dtype=p.dtype,
+            )
+            cell.input_proj = self.input_proj
+            cell.hidden_proj = self.hidden_proj
+            cell.delayed_proj = self.delayed_proj
+            return cell
+        return TauGRURungeKuttaCell(self, method.tableau, float(dt), m)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}, delay={float(self.delay.item())}"
+        if self.delayed_input:
+            s += ", delayed_input=True"
+        if (self.alpha, self.beta) != (1.0, 1.0):
+            s += f", alpha={self.alpha}, beta={self.beta}"
+        return s
+
+
+class TauGRURungeKuttaCell(AbstractCell):
+    """One explicit Runge–Kutta step of :class:`TauGRU` (method of steps), input held.
+
+    Built by ``TauGRU.discretize(scheme, dt)`` with ``τ = m dt``. A stage at node ``c`` reads
+    ``h(t_n - τ + c dt)``: ``h_{n-m}`` (``c = 0``), ``h_{n-m+1}`` (``c = 1``), or for
+    ``c = 1/2`` the half-step value ``h_{n-m+1/2}`` that step ``n - m`` stored: the cubic
+    dense output for ``rk4`` (fourth order), the tableau's interpolant where it has one,
+    otherwise the mean of the two ends (second order: methods up to order 2 only). The
+    delayed input (``delayed_input``) is ``x_{n-m}``, held over the step.
+
+    The state is ``[h_n, …, h_{n-m}]``, then ``[x_{n-1}, …, x_{n-m}]`` (``delayed_input``),
+    then ``[h_{n-1/2}, …, h_{n-m+1/2}]`` (tableaus with a node at 1/2), flattened.
+    """
+
+    def __init__(self, model: TauGRU, tableau: solvers.ButcherTableau, dt: float, delay: int):
+        H, C, m = model.hidden_size, model.input_size, delay
+        nodes = (0.0, *tableau.c)
+        bad = [c for c in nodes if c not in (0.0, 0.5, 1.0)]
+        if bad:
+            raise ValueError(
+                f"TauGRU.discretize: scheme {tableau.name!r} has a stage at c = {bad[0]}; "
+                "τ-GRU cells take explicit Runge–Kutta schemes with nodes in {0, 1/2, 1}"
+            )
+        half = 0.5 in nodes
+        if half:
+            if tableau.name == "rk4":
+                self_half = _RK4_HALF
+            elif tableau.interpolant is not None:
+                self_half = tuple(
+                    sum(B * 0.5 ** (k + 1) for k, B in enumerate(row))
+                    for row in tableau.interpolant
+                )
+            elif tableau.order <= 2:
+                self_half = None
+            else:
+                raise ValueError(
+                    f"TauGRU.discretize: scheme {tableau.name!r} (order {tableau.order}) needs "
+                    "a dense output at half steps, which it does not provide"
+                )
+        state = (m + 1) * H + (m * C if model.delayed_input else 0) + (m * H if half else 0)
+        super().__init__(C, H, state)
+        self.model, self.tableau, self.dt, self.delay = model, tableau, dt, m
+        self._half = half
+        self._half_weights = self_half if half else None
+
+    def step(self, x, state):
+        H, C, m, dt = self.hidden_size, self.input_size, self.delay, self.dt
+        tab, model = self.tableau, self.model
+        hbuf, rest = state[:, : (m + 1) * H], state[:, (m + 1) * H :]
+        xbuf = None
+        if model.delayed_input:
+            xbuf, rest = rest[:, : m * C], rest[:, m * C :]
+        h = hbuf[:, :H]
+        x_delayed = None if xbuf is None else xbuf[:, (m - 1) * C :]
+        delayed = {0.0: hbuf[:, m * H :], 1.0: hbuf[:, (m - 1) * H : m * H]}
+        if self._half:
+            delayed[0.5] = rest[:, (m - 1) * H :]
+        ks = []
+        for i, c in enumerate((0.0, *tab.c)):
+            y = h
+            if i > 0:
+                y = h + dt * sum(a * k for a, k in zip(tab.a[i - 1], ks) if a != 0.0)
+            ks.append(model.vector_field(None, y, x, delayed[c], x_delayed))
+        h_next = h + dt * sum(b * k for b, k in zip(tab.b, ks) if b != 0.0)
+        parts = [h_next, hbuf[:, : m * H]]
+        if xbuf is not None:
+            parts += [x, xbuf[:, : (m - 1) * C]]
+        if self._half:
+            if self._half_weights is None:
+                mid = 0.5 * (h + h_next)
+            else:
+                mid = h + dt * sum(w * k for w, k in zip(self._half_weights, ks) if w != 0.0)
+            parts += [mid, rest[:, : (m - 1) * H]]
+        return torch.cat(parts, dim=-1)
+
+    def hidden(self, h):
+        return h[..., : self.hidden_size]
+
+    def extra_repr(self):
+        return f"TauGRU, scheme={self.tableau.name!r}, dt={self.dt}, delay={self.delay}"
+
+
+def _tau_gru(
+    input_size: int,
+    hidden_size: int,
+    delay: float = 10.0,
+    mode: str = "discrete",
+    scheme: str = "euler",
+    dt: float = 1.0,
+    solver: dict | None = None,
+    num_classes: int | None = None,
+    bias: bool = True,
+    delayed_input: bool = False,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+) -> SequenceModel:
+    model = TauGRU(
+        input_size,
+        hidden_size,
+        delay,
+        bias=bias,
+        delayed_input=delayed_input,
+        alpha=alpha,
+        beta=beta,
+    )
+    return SequenceModel(
+        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
+    )
+
+
+register_model("tau_gru", _tau_gru)
