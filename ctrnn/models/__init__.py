@@ -2,6 +2,8 @@
 modules. Build any of them by name with :func:`create`; :func:`available` lists the names."""
 
 from . import (  # noqa: F401  (each family's module registers its models)
+    cornn,
+    hamiltonian,
     tau_gru,
 )
 from ._base import (

@@ -296,13 +296,9 @@ class SequenceModel(nn.Module):
                 f"SequenceModel: {type(model).__name__} is a discrete cell; continuous mode "
                 "needs a continuous model"
             )
-        self.model, self.mode = model, mode
+        self.model, self.mode, self.scheme, self.dt = model, mode, scheme, dt
         if mode == "discrete":
-            self.cell = (
-                model.discretize(scheme, dt) if isinstance(model, AbstractContinuousRNN) else model
-            )
-        else:
-            self.cell = None
+            _ = self.cell  # build it now, so that a bad scheme or dt fails here
         self.solver = dict(method="dopri5") if solver is None else dict(solver)
         like = next(model.parameters(), None)
         self.head = (
@@ -319,6 +315,27 @@ class SequenceModel(nn.Module):
     @property
     def hidden_size(self) -> int:
         return self.model.hidden_size
+
+    @property
+    def cell(self) -> AbstractCell | None:
+        """The discrete cell (discrete mode), derived from the model and sharing its
+        parameters. It is kept out of the module tree, so the state dict holds each
+        parameter once and loads into either mode; it is rebuilt after ``.to()`` and follows
+        this module's train/eval mode."""
+        if self.mode != "discrete":
+            return None
+        if not isinstance(self.model, AbstractContinuousRNN):
+            return self.model
+        cell = self.__dict__.get("_cell")
+        if cell is None:
+            cell = self.model.discretize(self.scheme, self.dt)
+            self.__dict__["_cell"] = cell
+        return cell.train(self.training)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.__dict__.pop("_cell", None)
+        return out
 
     def forward(
         self, x: torch.Tensor, times: torch.Tensor | None = None, mask: torch.Tensor | None = None

@@ -164,3 +164,22 @@ def test_bad_inputs_name_the_value(toy):
         SequenceModel(M.GRUCell(2, 3), mode="continuous")
     with pytest.raises(ValueError, match="built without num_classes"):
         model.classify(torch.randn(1, 4, 3, dtype=f64))
+
+
+def test_state_dict_holds_each_parameter_once_and_loads_across_modes(toy):
+    discrete = SequenceModel(toy, scheme="rk4", dt=0.5, num_classes=2)
+    keys = set(discrete.state_dict())
+    assert not any(k.startswith("cell.") for k in keys)
+    torch.manual_seed(5)
+    other = SequenceModel(Toy(), mode="continuous", num_classes=2)
+    other.load_state_dict(discrete.state_dict())
+    for (name, a), b in zip(discrete.named_parameters(), other.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_the_derived_cell_follows_train_and_eval(toy):
+    model = SequenceModel(toy, scheme="euler")
+    model.eval()
+    assert not model.cell.training
+    model.train()
+    assert model.cell.training
