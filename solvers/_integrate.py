@@ -60,6 +60,9 @@ class FixedSchedule:
     unreached: torch.Tensor | None  # (lanes, T) outputs past max_steps
     status: torch.Tensor  # (lanes,)
     n_steps: torch.Tensor  # (lanes,) steps each lane actually takes
+    # N entries (lanes,): where each step ends, exactly the next output time for the last
+    # step of an interval (t + h may round past it)
+    t_ends: tuple[torch.Tensor, ...] = ()
 
 
 def steps_per_interval(t: torch.Tensor, dt: float) -> torch.Tensor:
@@ -95,7 +98,10 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
     start = cum.gather(1, ivc) - n_iv
     h = delta.gather(1, ivc) / n_iv
     ts = t.gather(1, ivc) + (k - start) * h
+    last_of_interval = (k - start + 1) == n_iv
+    te = torch.where(last_of_interval, t.gather(1, ivc + 1), ts + h)
     ts = torch.where(past_end, t[:, -1:], ts)
+    te = torch.where(past_end, t[:, -1:], te)
     h = torch.where(past_end, torch.zeros_like(h), h)
     out_step = torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1)  # (lanes, T)
     unreached = out_step > N
@@ -113,6 +119,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
         unreached if bool(unreached.any()) else None,
         status,
         total.clamp(max=max_steps),
+        te.T.unbind(0),
     )
 
 
@@ -150,7 +157,7 @@ def integrate_fixed(
         for k in range(start, stop):
             if k1 is None:
                 k1 = field(sched.ts[k], y)
-            y, _, _ = rk_step(field, tab, sched.ts[k], y, sched.hs[k], k1)
+            y, _, _ = rk_step(field, tab, sched.ts[k], y, sched.hs[k], k1, t1=sched.t_ends[k])
             k1 = None
             if k + 1 in record_at:
                 kept.append(y)

@@ -33,10 +33,13 @@ def combine(y: State, h: torch.Tensor, weights, ks: list[State]) -> State:
     return tuple(out)
 
 
-def rk_step(field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tensor, k1: State):
+def rk_step(
+    field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tensor, k1: State, t1=None
+):
     """Take one step of size ``h`` from ``(t, y)``; ``k1 = field(t, y)`` is given.
 
-    Returns ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an
+    ``t1``, when given, is the exact end of the step (``t + h`` can round past an output
+    time). Returns ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an
     embedded estimate.
     """
     ks = [k1]
@@ -49,7 +52,7 @@ def rk_step(field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tens
             # only piecewise smooth in t (e.g. a CDE on a linear path: the slope jumps at each
             # knot). For a smooth field this moves t by one ulp. FSAL tableaus reuse this
             # stage as the next step's first, which must see the right limit: not nudged.
-            ti = torch.nextafter(ti, t)
+            ti = torch.nextafter(ti if t1 is None else t1, t)
         ks.append(field(ti, yi))
     # FSAL: the last stage was evaluated at the new state itself
     y1 = yi if tab.fsal else combine(y, h, tab.b, ks)
