@@ -4,6 +4,8 @@ modules. Build any of them by name with :func:`create`; :func:`available` lists 
 from . import (  # noqa: F401  (each family's module registers its models)
     cornn,
     hamiltonian,
+    lipschitz,
+    noisy,
     tau_gru,
 )
 from ._base import (
