@@ -61,8 +61,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         args.iterations, method=args.method, adjoint=args.adjoint, seed=args.seed, log=print
     )
     first, last = result.losses[0], result.losses[-1]
-    print(f"demo finished in {result.seconds:.1f} s: held-out L1 loss {first:.4f} -> {last:.4f}; "
-          f"whole trajectory from its first point: L1 {result.trajectory_loss:.4f}")
+    print(
+        f"demo finished in {result.seconds:.1f} s: held-out L1 loss {first:.4f} -> {last:.4f}; "
+        f"whole trajectory from its first point: L1 {result.trajectory_loss:.4f}"
+    )
     return 0
 
 

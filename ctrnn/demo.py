@@ -97,8 +97,10 @@ def run_spiral_demo(
         losses.append(loss)
         its.append(it)
         if log is not None:
-            log(f"iteration {it:4d}   held-out window L1 loss {loss:.4f}   "
-                f"({time.perf_counter() - start:.1f} s)")
+            log(
+                f"iteration {it:4d}   held-out window L1 loss {loss:.4f}   "
+                f"({time.perf_counter() - start:.1f} s)"
+            )
 
     evaluate(0)
     for it in range(1, iterations + 1):
@@ -110,7 +112,8 @@ def run_spiral_demo(
         if it % eval_every == 0 or it == iterations:
             evaluate(it)
     with torch.no_grad():
-        pred = solvers.solve(solvers.ODE(func), true_y[:1], t, method="dopri5",
-                             rtol=1e-6, atol=1e-7).ys[0]
+        pred = solvers.solve(
+            solvers.ODE(func), true_y[:1], t, method="dopri5", rtol=1e-6, atol=1e-7
+        ).ys[0]
     trajectory_loss = (pred - true_y).abs().mean().item()
     return SpiralResult(losses, its, trajectory_loss, time.perf_counter() - start)

@@ -2,10 +2,14 @@
 modules. Build any of them by name with :func:`create`; :func:`available` lists the names."""
 
 from . import (  # noqa: F401  (each family's module registers its models)
+    ancde,
     cornn,
+    gru_d,
     hamiltonian,
     lipschitz,
+    ncde,
     noisy,
+    ode_rnn,
     tau_gru,
 )
 from ._base import (
@@ -16,6 +20,7 @@ from ._base import (
     SequenceModel,
     hold_inputs,
     prepare_sequence,
+    with_input_gradients,
 )
 from ._baselines import GRUCell, LSTMCell
 from ._registry import available, create, register_model
@@ -33,4 +38,5 @@ __all__ = [
     "hold_inputs",
     "prepare_sequence",
     "register_model",
+    "with_input_gradients",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "SequenceModel",
     "hold_inputs",
     "prepare_sequence",
+    "with_input_gradients",
 ]
 
 
@@ -185,7 +186,33 @@ class AbstractContinuousRNN(nn.Module):
         t = times if times.dim() == 2 else times.expand(B, -1)
         if h0 is None:
             h0 = torch.zeros(B, self.state_size, device=x.device, dtype=x.dtype)
-        return solvers.solve(self.problem(hold_inputs(x, t)), h0, t, **solver_options).ys
+        problem = self.problem(hold_inputs(x, t))
+        options = with_input_gradients(solver_options, problem, x)
+        return solvers.solve(problem, h0, t, **options).ys
+
+
+def with_input_gradients(solver_options: dict, problem, *inputs: torch.Tensor) -> dict:
+    """Solver options in which the backsolve adjoint also differentiates ``inputs``.
+
+    The continuous adjoint sees only the tensors it is told about; inputs reach the vector
+    field through a closure (held values, a path's coefficients), so without this an encoder
+    in front of the model would get no gradient under ``adjoint="backsolve"``.
+    """
+    adjoint = solver_options.get("adjoint", "direct")
+    inputs = tuple(x for x in inputs if x.requires_grad)
+    if not inputs:
+        return solver_options
+    if adjoint == "backsolve":
+        adjoint = solvers.BacksolveAdjoint()
+    if not isinstance(adjoint, solvers.BacksolveAdjoint) or adjoint.params is not None:
+        return solver_options
+    params = (*problem.parameters(), *inputs)
+    return {
+        **solver_options,
+        "adjoint": solvers.BacksolveAdjoint(
+            adjoint.method, adjoint.rtol, adjoint.atol, adjoint.dt, params=params
+        ),
+    }
 
 
 class InputDrivenField(nn.Module):
@@ -331,6 +358,15 @@ class SequenceModel(nn.Module):
             cell = self.model.discretize(self.scheme, self.dt)
             self.__dict__["_cell"] = cell
         return cell.train(self.training)
+
+    def __setattr__(self, name, value):
+        # nn.Module registers modules before a property setter could run
+        if name == "cell":
+            raise AttributeError(
+                "SequenceModel.cell is derived from the model (model.discretize(scheme, dt)); "
+                "build a new SequenceModel to change it"
+            )
+        super().__setattr__(name, value)
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)

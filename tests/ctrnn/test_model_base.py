@@ -183,3 +183,27 @@ def test_the_derived_cell_follows_train_and_eval(toy):
     assert not model.cell.training
     model.train()
     assert model.cell.training
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint", "backsolve"])
+def test_an_encoder_in_front_of_a_continuous_model_gets_gradients(toy, adjoint):
+    torch.manual_seed(3)
+    encoder = nn.Linear(2, 3, dtype=f64)
+    model = SequenceModel(
+        toy, mode="continuous", solver=dict(method="rk4", dt=0.25, adjoint=adjoint)
+    )
+    raw = torch.randn(2, 5, 2, dtype=f64)
+    model(encoder(raw))[1].pow(2).sum().backward()
+    grad = encoder.weight.grad.clone()
+    encoder.zero_grad()
+    reference = SequenceModel(toy, mode="continuous", solver=dict(method="rk4", dt=0.25))
+    reference(encoder(raw))[1].pow(2).sum().backward()
+    # backsolve approximates the continuous gradient: O(dt^4) here
+    tol = dict(rtol=1e-4, atol=1e-7) if adjoint == "backsolve" else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, encoder.weight.grad, **tol)
+
+
+def test_the_cell_cannot_be_reassigned(toy):
+    model = SequenceModel(toy)
+    with pytest.raises(AttributeError, match="derived from the model"):
+        model.cell = toy.discretize("rk4", 0.1)
