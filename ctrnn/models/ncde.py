@@ -178,12 +178,30 @@ class NeuralCDE(nn.Module):
         channels = 1 + input_size * (2 if observation_channels else 1)
         self.cde = NeuralCDEModel(channels, hidden_size, width, layers)
         self.initial = nn.Linear(channels, hidden_size)
-        self.mode = mode
-        self.cell = self.cde.discretize(scheme, dt) if mode == "discrete" else None
+        self.mode, self.scheme, self.dt = mode, scheme, dt
+        if mode == "discrete":
+            _ = self.cell  # build it now, so that a bad scheme or dt fails here
         self.solver = (
             dict(method="dopri5", rtol=1e-3, atol=1e-4) if solver is None else dict(solver)
         )
         self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
+
+    @property
+    def cell(self) -> AbstractCell | None:
+        """The discrete cell (discrete mode). Derived from ``cde`` and kept out of the module
+        tree, so the state dict holds each parameter once and loads into either mode."""
+        if self.mode != "discrete":
+            return None
+        cell = self.__dict__.get("_cell")
+        if cell is None:
+            cell = self.cde.discretize(self.scheme, self.dt)
+            self.__dict__["_cell"] = cell
+        return cell
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.__dict__.pop("_cell", None)
+        return out
 
     @property
     def hidden_size(self) -> int:

@@ -187,3 +187,18 @@ def test_trains_on_gpu():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_discrete_state_dict_holds_each_parameter_once_and_loads_into_continuous_mode():
+    discrete = create(
+        "neural_cde",
+        input_size=2,
+        hidden_size=3,
+        mode="discrete",
+        scheme="rk4",
+        dt=0.5,
+        num_classes=2,
+    )
+    assert not any(k.startswith("cell") for k in discrete.state_dict())
+    continuous = create("neural_cde", input_size=2, hidden_size=3, num_classes=2)
+    continuous.load_state_dict(discrete.state_dict())
