@@ -17,8 +17,9 @@ with a skew-symmetric ``J``. Two forms live here:
   (so the system stays Hamiltonian for every frozen input, with ``H = 1ᵀ log cosh(K y + U x
   + b)``).
 
-The 2-D classification data sets of the paper (:func:`swiss_roll`, :func:`double_circles`,
-:func:`double_moons`) are synthetic generators written from the paper's description.
+The 2-D classification data sets of the paper (``swiss_roll``, ``double_circles``,
+``double_moons``) are synthetic generators written from the paper's description; they live in
+:mod:`ctrnn.data` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 
 import solvers
 
+from ..data.synthetic import double_circles, double_moons, swiss_roll
 from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel
 from ._registry import register_model
 
@@ -368,57 +370,3 @@ def _hamiltonian(
 
 
 register_model("hamiltonian", _hamiltonian)
-
-
-# -- the paper's 2-D data sets (synthetic generators) ---------------------------------------
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _check_n(owner: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"{owner}: n must be an integer ≥ 2, got {n!r}")
-
-
-def swiss_roll(n: int = 1000, noise: float = 0.0, seed: int = 0):
-    """Two interleaved spirals (the paper's "swiss roll"), one class each.
-
-    Returns ``points (n, 2)`` float32 in about ``[-1, 1]²`` and ``labels (n,)`` int64 in
-    ``{0, 1}``; ``noise`` is the standard deviation of added Gaussian noise. A synthetic
-    generator written from the paper's description, not the authors' data file.
-    """
-    _check_n("swiss_roll", n)
-    g = _generator(seed)
-    labels = torch.arange(n) % 2
-    r = torch.rand(n, generator=g) * 0.9 + 0.1  # radius grows along the arm
-    angle = 3 * math.pi * r + math.pi * labels
-    points = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=1)
-    points = points + noise * torch.randn(n, 2, generator=g)
-    return points.float(), labels.long()
-
-
-def double_circles(n: int = 1000, noise: float = 0.0, seed: int = 0):
-    """Two concentric circles, radius 0.5 (class 0) and 1 (class 1). See :func:`swiss_roll`."""
-    _check_n("double_circles", n)
-    g = _generator(seed)
-    labels = torch.arange(n) % 2
-    angle = 2 * math.pi * torch.rand(n, generator=g)
-    r = 0.5 + 0.5 * labels
-    points = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], dim=1)
-    points = points + noise * torch.randn(n, 2, generator=g)
-    return points.float(), labels.long()
-
-
-def double_moons(n: int = 1000, noise: float = 0.0, seed: int = 0):
-    """Two interleaved half circles ("moons"), one class each. See :func:`swiss_roll`."""
-    _check_n("double_moons", n)
-    g = _generator(seed)
-    labels = torch.arange(n) % 2
-    angle = math.pi * torch.rand(n, generator=g)
-    upper = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    lower = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], dim=1)
-    points = torch.where(labels[:, None] == 0, upper, lower) - torch.tensor([0.5, 0.25])
-    points = points + noise * torch.randn(n, 2, generator=g)
-    return points.float(), labels.long()
