@@ -21,6 +21,9 @@ __all__ = [
     "from_arrays",
 ]
 
+#: what the constructors accept as arrays: NumPy arrays, tensors, or (nested) sequences of them
+ArrayLike = np.ndarray | torch.Tensor | Sequence
+
 #: the label of padded time steps in per-step (``task == "sequence"``) batches; it is the
 #: default ``ignore_index`` of :func:`torch.nn.functional.cross_entropy`
 IGNORE_INDEX = -100
@@ -219,13 +222,24 @@ class TimeSeriesDataset(Dataset):
         labels: the targets, an ``(N,)`` tensor or (``task == "sequence"``) a list of ``(T_i,)``
             tensors.
         lengths: ``[T_i]``.
-        num_channels, num_classes, classes, name.
+        num_channels: ``C``.
+        num_classes: the number of classes (None for regression).
+        classes: the class names (None for regression).
+        name: the name given.
         task: ``"classification"``, ``"regression"`` or ``"sequence"``.
 
     Items are :class:`Sample` tuples; batch them with :func:`collate`.
     """
 
-    def __init__(self, values, labels, times=None, *, classes=None, name: str | None = None):
+    def __init__(
+        self,
+        values: ArrayLike,
+        labels: ArrayLike,
+        times: ArrayLike | None = None,
+        *,
+        classes: Sequence | None = None,
+        name: str | None = None,
+    ):
         owner = f"TimeSeriesDataset({name!r})" if name else "TimeSeriesDataset"
         self.name = name
         self.values = _split_series(values, owner)
@@ -379,12 +393,12 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 
 def from_arrays(
-    values,
-    labels,
-    times=None,
+    values: ArrayLike,
+    labels: ArrayLike,
+    times: ArrayLike | None = None,
     *,
-    classes=None,
-    lengths=None,
+    classes: Sequence | None = None,
+    lengths: Sequence[int] | None = None,
     name: str | None = None,
 ) -> TimeSeriesDataset:
     """A :class:`TimeSeriesDataset` from NumPy arrays (e.g. loaded from CSV files).

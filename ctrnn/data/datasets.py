@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._dataset import DatasetSplits, TimeSeriesDataset
 from .protocol import make_splits
@@ -168,7 +169,7 @@ def load_dataset(
     normalize: bool = True,
     split: str = "pooled",
     root: str | os.PathLike | None = None,
-    **options,
+    **options: Any,
 ) -> DatasetSplits:
     """A dataset by name, prepared with the Neural CDE paper's protocol (:func:`make_splits`).
 

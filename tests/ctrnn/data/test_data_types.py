@@ -236,3 +236,17 @@ def test_csv_long_format_recipe(tmp_path):
     assert ds.classes == ("a", "b") and ds.lengths == [2, 3]
     assert torch.isnan(ds[0].values[1, 1]) and not ds[0].mask[1, 1]
     torch.testing.assert_close(ds[1].times, torch.tensor([0.0, 0.2, 1.1]))
+
+
+@pytest.mark.gpu
+def test_batches_move_to_the_gpu_and_pin():
+    values, labels, times = _ragged(n=8)
+    ds = TimeSeriesDataset(values, labels, times)
+    loader = DataLoader(ds, batch_size=4, collate_fn=collate, pin_memory=True)
+    for batch in loader:
+        assert batch.values.is_pinned() and batch.labels.is_pinned()
+        moved = batch.to("cuda", non_blocking=True)
+        assert all(
+            t.is_cuda for t in (moved.values, moved.times, moved.mask, moved.lengths, moved.labels)
+        )
+        torch.testing.assert_close(moved.values.cpu(), batch.values, equal_nan=True)
