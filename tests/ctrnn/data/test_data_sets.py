@@ -182,6 +182,10 @@ def test_spirals_turn_by_class():
     assert all(torch.equal(a, b) for a, b in zip(ds.values, again.values))
     with pytest.raises(ValueError, match="max_length must be an integer ≥ 10, got 5"):
         spirals(10, min_length=10, max_length=5)
+    with pytest.raises(ValueError, match="duration must be a positive number, got 0"):
+        spirals(10, duration=0)
+    with pytest.raises(ValueError, match="noise must be a number ≥ 0, got -1"):
+        spirals(10, noise=-1)
 
 
 def test_planar_sets_reuse_the_hamiltonian_generators():

@@ -107,6 +107,16 @@ def test_dataset_errors():
         TimeSeriesDataset(x, [0.5, 1.5], classes=("a", "b"))
     with pytest.raises(ValueError, match="class names must be unique"):
         TimeSeriesDataset(x, [0, 1], classes=("a", "a"))
+    with pytest.raises(ValueError, match=r"labels must be \(N,\) or per-step \(N, T\)"):
+        TimeSeriesDataset(x, np.zeros((2, 3, 1), dtype=int))
+    with pytest.raises(ValueError, match="1 label sequences for 2 series"):
+        TimeSeriesDataset(x, [np.zeros(3, dtype=int)])
+    with pytest.raises(ValueError, match=r"label 7 of series 1 is outside \[0, 2\)"):
+        TimeSeriesDataset(x, [np.zeros(3, dtype=int), np.array([0, 1, 7, 0])], classes="ab")
+    with pytest.raises(TypeError, match="values must be numeric arrays, got str"):
+        TimeSeriesDataset(["abc"], [0])
+    with pytest.raises(TypeError, match=r"values must be numeric, got dtype torch\.complex64"):
+        TimeSeriesDataset([torch.zeros(2, 1, dtype=torch.complex64)], [0])
     with pytest.raises(ValueError, match=r"per-step labels of series 1 must be \(4,\)"):
         TimeSeriesDataset(x, [np.zeros(3, dtype=int), np.zeros(3, dtype=int)])
 
