@@ -1,0 +1,318 @@
+"""``ctrnn analyze``: stability figures and numbers for a trained run or a fresh model.
+
+``add_arguments(parser)`` declares the options; ``run(args)`` builds or loads the model,
+drives it with a random input sequence, writes one PNG per analysis and ``analysis.json``
+with the numbers to ``--out``, and returns the exit status. A trained run comes from
+``ctrnn.train.load_run(run_dir)`` (an object with ``.model`` and ``.config``); a fresh
+model from ``ctrnn.models.create(--model, ...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+
+ANALYSES = ("lyapunov", "gradients", "jacobian", "order")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``ctrnn analyze`` on ``parser``."""
+    parser.add_argument(
+        "run_dir", nargs="?", default=None, help="a training run directory (or use --model)"
+    )
+    parser.add_argument("--model", help="analyse a fresh model of this name instead of a run")
+    parser.add_argument("--input-size", type=_positive_int, default=2, help="default 2")
+    parser.add_argument("--hidden-size", type=_positive_int, default=8, help="default 8")
+    parser.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model option, e.g. --option delay=4.0 --option mode=continuous",
+    )
+    parser.add_argument(
+        "--length", type=_positive_int, default=120, help="steps of the input sequence (120)"
+    )
+    parser.add_argument("--batch", type=_positive_int, default=4, help="initial states (4)")
+    parser.add_argument(
+        "--exponents", type=_positive_int, default=None, help="how many exponents (all)"
+    )
+    parser.add_argument(
+        "--schemes", default="euler,rk4", help="schemes for --order (default euler,rk4)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    for name, text in (
+        ("lyapunov", "Lyapunov spectrum and its convergence"),
+        ("gradients", "gradient norms through time and their growth rate vs λ_max"),
+        ("jacobian", "Jacobian eigenvalues (and the scheme's stability region)"),
+        ("order", "empirical order of the schemes against a reference solve"),
+    ):
+        parser.add_argument(f"--{name}", action="store_true", help=text)
+    parser.add_argument("--out", required=True, help="directory for the figures and JSON")
+
+
+def load_model(args: argparse.Namespace):
+    """``(model, description)`` from ``args.run_dir`` or ``args.model``."""
+    import ctrnn.models
+
+    if args.run_dir is not None:
+        if args.model is not None:
+            raise SystemExit("ctrnn analyze: give a run directory or --model, not both")
+        from ctrnn.train import load_run
+
+        loaded = load_run(args.run_dir)
+        config = dict(getattr(loaded, "config", {}) or {})
+        return loaded.model, {"run_dir": str(args.run_dir), "config": config}
+    if args.model is None:
+        raise SystemExit(
+            "ctrnn analyze: give a run directory or --model NAME (one of "
+            f"{', '.join(ctrnn.models.available())})"
+        )
+    options = dict(args.option)
+    try:
+        model = ctrnn.models.create(
+            args.model, input_size=args.input_size, hidden_size=args.hidden_size, **options
+        )
+    except ValueError as e:
+        raise SystemExit(f"ctrnn analyze: {e}") from None
+    return model, {"model": args.model, "options": options}
+
+
+def _input_size(model) -> int:
+    from ctrnn.models import SequenceModel
+
+    if isinstance(model, SequenceModel):
+        return model.model.input_size
+    return model.input_size
+
+
+def _cell_of(model):
+    """The discrete cell an analysis runs on, and whether it reads the raw inputs."""
+    from ctrnn.models import AbstractCell, SequenceModel
+
+    if isinstance(model, SequenceModel):
+        if model.mode == "discrete":
+            return model.cell, True
+        return model.model.discretize(model.scheme, model.dt), True
+    cell = getattr(model, "cell", None)
+    if not isinstance(cell, AbstractCell):
+        cell = model.discretize()
+    return cell, False
+
+
+def _numbers(t: torch.Tensor) -> list:
+    return [None if not math.isfinite(v) else v for v in t.detach().reshape(-1).tolist()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ctrnn analyze``; returns the exit status."""
+    from ctrnn import analysis
+    from ctrnn.models import SequenceModel
+
+    model, source = load_model(args)
+    model = copy.deepcopy(model).double().eval()
+    chosen = [a for a in ANALYSES if getattr(args, a)] or list(ANALYSES)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(args.seed)
+    cell, raw = _cell_of(model)
+    seq = isinstance(model, SequenceModel)
+    channels = _input_size(model) if raw else cell.input_size
+    x = torch.randn(args.batch, args.length, channels, generator=g, dtype=torch.float64)
+    report: dict = {
+        "source": source,
+        "model": type(model).__name__,
+        "cell": type(cell).__name__,
+        "state_size": cell.state_size,
+        "input": f"standard normal, batch {args.batch}, length {args.length}, {channels} ch.",
+        "figures": {},
+    }
+    if not raw:
+        report["note"] = (
+            f"{type(model).__name__} transforms its inputs before its cell; the analyses run "
+            f"on its cell {type(cell).__name__} driven by random inputs of the "
+            f"{cell.input_size} features that cell reads"
+        )
+    continuous = seq and model.mode == "continuous"
+    transient = args.length // 5
+    h0 = torch.zeros(args.batch, cell.state_size, dtype=torch.float64)
+
+    if "lyapunov" in chosen:
+        if continuous and model.model.problem_type not in ("dde", "cde"):
+            f = analysis.flow_map(model, x)
+            h0 = torch.zeros(args.batch, model.model.state_size, dtype=torch.float64)
+            target = "flow of the continuous model over each observation interval"
+        else:
+            f, target = analysis.cell_map(cell, x), f"cell {type(cell).__name__}"
+        res = analysis.lyapunov_spectrum(
+            f,
+            h0,
+            f.num_steps - transient,
+            transient=transient,
+            k=args.exponents,
+            blocks=5,
+            return_history=True,
+        )
+        mean = res.exponents.mean(0)
+        report["lyapunov"] = {
+            "of": target,
+            "per": res.per,
+            "exponents_mean": _numbers(mean),
+            "exponents": [_numbers(r) for r in res.exponents],
+            "stderr_mean": _numbers(res.stderr.mean(0)),
+            "largest": float(mean[0]),
+            "sum": float(res.exponents.sum(1).mean()),
+        }
+        report["figures"]["lyapunov"] = _save(
+            analysis.plot_lyapunov_convergence(res, title=f"{type(cell).__name__}: exponents"),
+            out / "lyapunov.png",
+        )
+
+    if "gradients" in chosen:
+        delay = continuous and model.model.problem_type == "dde"
+        growth = analysis.gradient_growth(model if seq and not delay else cell, x)
+        report["gradients"] = {
+            "loss": "sum of the final hidden state",
+            "norm_first": float(growth.norms[:, 0].mean()),
+            "norm_last": float(growth.norms[:, -1].mean()),
+            "rate_per_step": float(growth.rate.mean()),
+            "lyapunov_max_per_step": float(growth.lyapunov.mean()),
+            "window_steps_back": list(growth.window),
+        }
+        report["figures"]["gradients"] = _save(
+            analysis.plot_gradient_norms({type(cell).__name__: growth.norms}),
+            out / "gradients.png",
+        )
+        report["figures"]["gradient_growth"] = _save(
+            analysis.plot_gradient_growth(growth), out / "gradient_growth.png"
+        )
+
+    if "jacobian" in chosen:
+        eig = analysis.cell_jacobian_eigenvalues(cell, x[:, : min(args.length, 50)])
+        section = {
+            "cell_spectral_radius_max": float(eig.abs().max()),
+            "cell_spectral_radius_mean": float(eig.abs().amax(-1).mean()),
+        }
+        report["figures"]["jacobian"] = _save(
+            analysis.plot_eigenvalues(eig, title=f"{type(cell).__name__}: step Jacobian"),
+            out / "jacobian.png",
+        )
+        field = _vector_field_spectrum(model, x[:, : min(args.length, 50)])
+        if field is not None:
+            lam, schemes, dt = field
+            inside = {
+                s: float(analysis.in_stability_region(s, (dt * lam).numpy()).mean())
+                for s in schemes
+            }
+            section.update(
+                vector_field_spectral_abscissa=float(lam.real.max()),
+                stability_dt=dt,
+                fraction_inside_region=inside,
+            )
+            report["figures"]["stability"] = _save(
+                analysis.plot_stability_region(schemes, eigenvalues=lam, dt=dt),
+                out / "stability.png",
+            )
+        report["jacobian"] = section
+
+    if "order" in chosen:
+        report["order"] = _orders(model, x, args, out, report["figures"])
+
+    with open(out / "analysis.json", "w") as fh:
+        json.dump(report, fh, indent=2)
+    print(f"ctrnn analyze: wrote {len(report['figures'])} figures and analysis.json to {out}")
+    return 0
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, format="png", dpi=90)
+    return path.name
+
+
+def _continuous_of(model):
+    from ctrnn.models import AbstractContinuousRNN, SequenceModel
+
+    inner = model.model if isinstance(model, SequenceModel) else None
+    return inner if isinstance(inner, AbstractContinuousRNN) else None
+
+
+def _vector_field_spectrum(model, x):
+    import solvers
+    from ctrnn import analysis
+
+    cont = _continuous_of(model)
+    if cont is None or cont.problem_type in ("dde", "cde"):
+        return None
+    from ._discretization import _reference_states
+
+    t = torch.arange(x.shape[1], dtype=x.dtype)
+    h0 = x.new_zeros(x.shape[0], cont.state_size)
+    # the vector field (an SDE's drift) as an ODE, along the run it defines
+    states = _reference_states(cont, x, t, h0, dict(method="rk4", dt=0.1))
+    lam = analysis.vector_field_eigenvalues(cont, states, x)
+    rk = solvers.methods().get(model.scheme)
+    explicit = isinstance(rk, solvers.ExplicitRungeKutta) and not rk.adaptive
+    schemes = [model.scheme] if explicit else ["euler", "rk4"]
+    return lam, schemes, float(model.dt)
+
+
+def _orders(model, x, args, out: Path, figures: dict) -> dict:
+    from ctrnn import analysis
+
+    cont = _continuous_of(model)
+    if cont is None or cont.problem_type == "cde":
+        return {"skipped": f"{type(model).__name__} has no input-driven continuous formulation"}
+    section, results = {}, {}
+    steps = {"euler": [0.1, 0.05, 0.025], "rk4": [0.5, 0.25, 0.125]}
+    for scheme in [s.strip() for s in args.schemes.split(",") if s.strip()]:
+        if scheme not in cont.schemes():
+            section[scheme] = {"skipped": f"not a scheme of {type(cont).__name__}"}
+            continue
+        dts = steps.get(scheme, [0.2, 0.1, 0.05])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                r = analysis.empirical_order(cont, x[:2, :4], scheme=scheme, dts=dts)
+            except ValueError as e:
+                section[scheme] = {"skipped": str(e)}
+                continue
+        results[scheme] = r
+        section[scheme] = {
+            "order": r.order,
+            "expected": r.expected,
+            "dts": r.dts.tolist(),
+            "errors": r.errors.tolist(),
+        }
+        if caught:
+            section[scheme]["warnings"] = [str(w.message) for w in caught]
+    if results:
+        figures["order"] = _save(analysis.plot_order(results), out / "order.png")
+    return section
