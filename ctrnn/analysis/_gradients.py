@@ -229,7 +229,14 @@ def gradient_growth(
     back = torch.arange(T, -1, -1, dtype=norms.dtype)  # steps back of h_0 … h_T
     keep = (back >= skip) & (back <= T - transient)
     s = back[keep]
-    logs = norms[:, keep].clamp_min(torch.finfo(norms.dtype).tiny).log()
+    window = norms[:, keep]
+    if not torch.isfinite(window).all():
+        raise ValueError(
+            f"{owner}: the gradient norms overflow to inf or NaN in {norms.dtype} over the "
+            "fitted window (exploding gradients); run the model in float64 or on a shorter "
+            "sequence"
+        )
+    logs = window.clamp_min(torch.finfo(norms.dtype).tiny).log()
     s_c = s - s.mean()
     rate = ((logs - logs.mean(dim=1, keepdim=True)) * s_c).sum(dim=1) / (s_c**2).sum()
     return GradientGrowth(

@@ -109,6 +109,7 @@ def plot_spectra(spectra, *, path=None, title: str | None = None):
         idx = np.arange(1, mean.shape[0] + 1)
         ax.errorbar(idx, mean, yerr=spread, marker="o", markersize=3, capsize=2, label=label)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("index i")
     ax.set_ylabel("exponent λ_i")
     ax.set_title(title or "Lyapunov spectrum")
@@ -204,8 +205,8 @@ def plot_stability_region(
         if z_pts is not None and z_pts.size:
             r = max(r, 1.1 * float(np.abs(z_pts).max()))
         extent = (-r, max(1.0, 0.3 * r), -r, r)
-    xs = np.linspace(extent[0], extent[1], 300)
-    ys = np.linspace(extent[2], extent[3], 300)
+    xs = np.linspace(extent[0], extent[1], 200)
+    ys = np.linspace(extent[2], extent[3], 200)
     Z = xs[None, :] + 1j * ys[:, None]
     for i, method in enumerate(methods):
         mag = np.abs(stability_function(method, Z))
