@@ -1,20 +1,63 @@
-"""The ``ctrnn`` command line."""
+"""The ``ctrnn`` command line: ``train``, ``evaluate``, ``list`` and ``demo``.
+
+Each subcommand is a pair: ``_add_<name>(commands)`` declares its arguments and
+``_run_<name>(args)`` runs it; :data:`_RUNNERS` maps the names to the runners. Heavy imports
+happen inside the runners, so ``ctrnn --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
 
 from ctrnn import __version__
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ctrnn",
-        description="Continuous-time recurrent neural networks.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word is a string
+    return key, value
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="train a neural ODE on a spiral with the backsolve adjoint (CPU, about a minute)",
@@ -31,21 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="how gradients are computed (default backsolve)",
     )
     demo.add_argument("--seed", type=int, default=0)
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    # Imported here so that `ctrnn --help` stays fast and does not load the solver stack.
     import solvers
     from ctrnn.demo import run_spiral_demo
 
@@ -68,6 +99,317 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train -------------------------------------------------------------------------------------
+
+# command-line flag -> TrainConfig field, for the flags that set a field directly
+_TRAIN_FLAGS = {
+    "model": "model",
+    "hidden_size": "hidden_size",
+    "mode": "mode",
+    "dataset": "dataset",
+    "missing": "missing",
+    "split": "split",
+    "time_channel": "time_channel",
+    "normalize": "normalize",
+    "data_root": "data_root",
+    "data_seed": "data_seed",
+    "seed": "seed",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "schedule": "schedule",
+    "lr_factor": "lr_factor",
+    "lr_patience": "lr_patience",
+    "min_lr": "min_lr",
+    "clip_grad_norm": "clip_grad_norm",
+    "patience": "patience",
+    "monitor": "monitor",
+    "device": "device",
+    "num_workers": "num_workers",
+    "tensorboard": "tensorboard",
+}
+# flag -> key of TrainConfig.solver
+_SOLVER_FLAGS = {
+    "solver": "method",
+    "backend": "backend",
+    "adjoint": "adjoint",
+    "rtol": "rtol",
+    "atol": "atol",
+    "dt": "dt",
+    "max_steps": "max_steps",
+}
+
+
+def _add_train(commands) -> None:
+    # Choices are not declared to argparse: the config checks every value (and lists the
+    # valid ones), so a config file and the flags get the same messages.
+    p = commands.add_parser(
+        "train",
+        help="train a model on a dataset into a run directory",
+        description=(
+            "Train a model on a dataset. Settings come from the defaults, then the run "
+            "directory's config.json when resuming, then --config FILE, then the flags. Under "
+            "torchrun (torchrun --nproc_per_node=N -m ctrnn train ...) each process trains a "
+            "DistributedDataParallel replica; --batch-size is the global batch."
+        ),
+        epilog=(
+            "example: ctrnn train --model gru_d --dataset JapaneseVowels --missing 0.3 "
+            "--epochs 30 --out runs/gru_d"
+        ),
+    )
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory")
+    p.add_argument("--config", metavar="FILE", help="a YAML or JSON config file")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (it is drawn only when stderr is a terminal anyway)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="model name (see `ctrnn list`)")
+    g.add_argument("--hidden-size", type=_positive_int)
+    g.add_argument("--mode", help="discrete or continuous, for models that have both")
+    g.add_argument(
+        "--model-option",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        default=[],
+        help="another option of the model, e.g. delay=5 or interpolation=linear (repeatable)",
+    )
+    g = p.add_argument_group("solver (continuous mode)")
+    g.add_argument("--solver", metavar="METHOD", help="e.g. dopri5, rk4 (see `ctrnn list`)")
+    g.add_argument("--backend", help="native, torchdiffeq, ...")
+    g.add_argument("--adjoint", help="direct, backsolve or checkpoint")
+    g.add_argument("--rtol", type=_number)
+    g.add_argument("--atol", type=_number)
+    g.add_argument("--dt", type=_number, help="step of fixed-step methods")
+    g.add_argument("--max-steps", type=_positive_int)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="dataset name (see `ctrnn list`)")
+    g.add_argument("--missing", type=_number, help="fraction of time points dropped")
+    g.add_argument("--split", help="pooled or original")
+    g.add_argument("--no-time-channel", dest="time_channel", action="store_false", default=None)
+    g.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
+    g.add_argument("--data-root", metavar="DIR", help="where archive .ts files are read from")
+    g.add_argument("--data-seed", type=_nonnegative_int, help="seed of the drop and split")
+    g.add_argument(
+        "--dataset-option",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        default=[],
+        help="an option of a synthetic dataset's generator, e.g. n=200 (repeatable)",
+    )
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--seed", type=_nonnegative_int)
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--optimizer", help="adam or adamw")
+    g.add_argument("--lr", type=_number)
+    g.add_argument("--weight-decay", type=_number)
+    g.add_argument("--schedule", help="none, cosine or plateau")
+    g.add_argument("--lr-factor", type=_number)
+    g.add_argument("--lr-patience", type=_nonnegative_int)
+    g.add_argument("--min-lr", type=_number)
+    g.add_argument("--clip-grad-norm", type=_number)
+    g.add_argument("--patience", type=_positive_int, help="early-stopping patience (epochs)")
+    g.add_argument("--monitor", help="val_acc or val_loss")
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--num-workers", type=_nonnegative_int)
+    g.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write TensorBoard scalars (default: when tensorboard is installed)",
+    )
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The :class:`ctrnn.train.TrainConfig` of a parsed ``ctrnn train`` command line."""
+    from pathlib import Path
+
+    from ctrnn.train import TrainConfig
+    from ctrnn.train._config import read_config_file
+
+    fields: dict = {}
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.is_file():
+        fields.update(read_config_file(saved))
+    if args.config:
+        fields.update(read_config_file(args.config))
+    for flag, name in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            fields[name] = value
+    solver = dict(fields.get("solver") or {})
+    for flag, key in _SOLVER_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            solver[key] = value
+    fields["solver"] = solver
+    for flag, name in (("model_option", "model_options"), ("dataset_option", "dataset_options")):
+        if getattr(args, flag):
+            fields[name] = {**(fields.get(name) or {}), **dict(getattr(args, flag))}
+    return TrainConfig.from_dict(fields)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ctrnn.train import train
+
+    config = train_config_from_args(args)
+    main = _is_main_process()
+    if main:
+        solver = config.solver.to_dict()
+        print(
+            f"training {config.model} (hidden {config.hidden_size}"
+            f"{', ' + config.mode if config.mode else ''}"
+            f"{', solver ' + json.dumps(solver) if solver else ''}) on {config.dataset} "
+            f"(missing {config.missing:g}) for up to {config.epochs} epochs -> {args.out}",
+            flush=True,
+        )
+
+    def on_epoch(row: dict) -> None:
+        print(
+            f"epoch {row['epoch']:>3}/{config.epochs}  train loss {_fmt(row['train_loss'])} "
+            f"acc {_fmt(row['train_acc'])}  val loss {_fmt(row['val_loss'])} "
+            f"acc {_fmt(row['val_acc'])}  lr {row['lr']:.3g}  {row['seconds']:.1f} s",
+            flush=True,
+        )
+
+    result = train(config, args.out, resume=args.resume, progress=args.progress, on_epoch=on_epoch)
+    if main:
+        summary = result.to_dict()
+        stop = " (stopped early)" if result.stopped_early else ""
+        print(
+            f"done{stop}: best epoch {result.best_epoch} ({result.monitor} "
+            f"{result.best_metric:.4f}); test loss {result.test_loss:.4f}, test accuracy "
+            f"{_fmt(result.test_acc)}; {summary['seconds']:.1f} s of training; "
+            f"`ctrnn evaluate {args.out}` for the confusion matrix"
+        )
+    return 0
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+
+
+def _add_evaluate(commands) -> None:
+    p = commands.add_parser(
+        "evaluate",
+        help="test accuracy, confusion matrix and per-class figures of a trained run",
+        description=(
+            "Evaluate a run's best model; writes RUN_DIR/evaluation.json and, with matplotlib, "
+            "RUN_DIR/confusion_matrix.png."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", help="train, val or test (default test)")
+    p.add_argument("--device", default="cpu")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from ctrnn.train import evaluate
+
+    report = evaluate(args.run_dir, split=args.split, device=args.device)
+    print(
+        f"{args.run_dir}: {report['split']} split, {report['n']} series, model of epoch "
+        f"{report['epoch']}"
+    )
+    if "accuracy" not in report:
+        print(
+            f"loss (MSE) {report['loss']:.4f}  RMSE {report['rmse']:.4f}  MAE {report['mae']:.4f}"
+        )
+        return 0
+    print(
+        f"accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+        f"macro F1 {report['macro_f1']:.4f}"
+    )
+    classes = report["classes"]
+    width = max(5, *(len(c) for c in classes))
+    print(f"{'class':<{width}}  precision  recall      f1  support")
+    for name in classes:
+        c = report["per_class"][name]
+        print(
+            f"{name:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:6.3f}  "
+            f"{c['support']:7d}"
+        )
+    print("confusion matrix (rows: true class, columns: predicted):")
+    cell = max(3, len(str(max(max(r) for r in report["confusion_matrix"]))))
+    print(" " * width + " " + " ".join(f"{c[:cell]:>{cell}}" for c in classes))
+    for name, row in zip(classes, report["confusion_matrix"]):
+        print(f"{name:<{width}} " + " ".join(f"{v:>{cell}d}" for v in row))
+    written = "evaluation.json" + (f" and {report['figure']}" if report["figure"] else "")
+    print(f"wrote {written}")
+    return 0
+
+
+# -- list --------------------------------------------------------------------------------------
+
+
+def _add_list(commands) -> None:
+    commands.add_parser(
+        "list",
+        help="models, datasets, solver methods and backends",
+        description="List the models, datasets, solver methods and backends by name.",
+    )
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    import solvers
+    from ctrnn.data import available_datasets
+    from ctrnn.models import available
+
+    print("models:   " + ", ".join(available()))
+    print("datasets: " + ", ".join(available_datasets()))
+    print("methods (ODE, CDE, DDE, Hamiltonian problems):")
+    for name, method in solvers.methods().items():
+        kinds = ", ".join(p.__name__ for p in method.problems)
+        step = "adaptive" if method.adaptive else "fixed step"
+        print(f"  {name:<32} order {method.order}, {step}; {kinds}")
+    print("SDE methods:")
+    for name, method in solvers.sde_methods().items():
+        print(f"  {name:<32} {method.sde_type}, strong order {method.strong_order}")
+    print("backends: " + ", ".join(solvers.backends()))
+    print("adjoints: direct, backsolve, checkpoint")
+    return 0
+
+
+# -- the command -------------------------------------------------------------------------------
+
+_ADDERS: tuple[Callable, ...] = (_add_train, _add_evaluate, _add_list, _add_demo)
+_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "list": _run_list,
+    "demo": _run_demo,
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctrnn",
+        description="Continuous-time recurrent neural networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _ADDERS:
+        add(commands)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ctrnn`` command.
 
@@ -75,9 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; ``None`` reads ``sys.argv[1:]``.
 
     Returns:
-        The process exit status.
+        The process exit status: 0, or 2 for a bad argument or setting (the message on
+        stderr names it).
     """
     args = _build_parser().parse_args(argv)
-    if args.command == "demo":
-        return _run_demo(args)
-    raise AssertionError(f"unhandled command {args.command!r}")
+    try:
+        return _RUNNERS[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"ctrnn {args.command}: error: {e}", file=sys.stderr)
+        return 2

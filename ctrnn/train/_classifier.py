@@ -392,6 +392,7 @@ class TimeSeriesClassifier:
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each series, ``(n_cases,)`` of ``classes_``' type."""
+        self._check_fitted("predict")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def score(self, X, y) -> float:

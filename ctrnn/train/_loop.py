@@ -106,20 +106,23 @@ class Predictor(nn.Module):
         return self.model.head(output)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def loss_terms(task: str, pred, labels, weights):
     """Weighted sums over the batch: ``(loss, correct, count)``; ``correct`` is 0 for
     regression. Per-step labels equal to ``IGNORE_INDEX`` (padding) count for nothing."""
+    pred = _at_least_float32(pred)
     if task == "regression":
-        per = (pred.float() - labels.float()) ** 2
+        per = (pred - labels.to(pred.dtype)) ** 2
         return (per * weights).sum(), torch.zeros_like(weights.sum()), weights.sum()
     if task == "classification":
-        per = F.cross_entropy(pred.float(), labels, reduction="none")
+        per = F.cross_entropy(pred, labels, reduction="none")
         hit = (pred.argmax(-1) == labels).to(weights)
         return (per * weights).sum(), (hit * weights).sum(), weights.sum()
     valid = labels != IGNORE_INDEX
-    per = F.cross_entropy(
-        pred.float().transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX
-    )
+    per = F.cross_entropy(pred.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
     w = weights[:, None] * valid.to(weights)
     hit = (pred.argmax(-1) == labels).to(weights)
     return (per * w).sum(), (hit * w).sum(), w.sum()

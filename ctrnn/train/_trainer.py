@@ -224,6 +224,24 @@ def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
             )
 
 
+def _has_unused_parameters(predictor: nn.Module, loader, ctx) -> bool:
+    """Whether a training step leaves some parameter without a gradient (DDP must then be
+    told, at the cost of a graph traversal per step). One step on the first batch, with the
+    random state restored afterwards so that the run is unchanged."""
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    loader_state = loader.generator.get_state()
+    with torch.random.fork_rng(devices=devices):
+        batch, _ = next(iter(loader))
+        batch = batch.to(ctx.device)
+        predictor.train()
+        pred = predictor(batch.values, batch.times, batch.mask)
+        pred.float().sum().backward()
+    loader.generator.set_state(loader_state)
+    unused = any(p.grad is None for p in predictor.parameters() if p.requires_grad)
+    predictor.zero_grad(set_to_none=True)
+    return unused
+
+
 def _improved(value: float, best: float | None, monitor: str) -> bool:
     if value is None or math.isnan(value):
         return False
@@ -288,27 +306,17 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
     if resume and last_path.exists():
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
         _check_resumable(checkpoint["config"], config, out_dir)
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _checkpoint.atomic_write_text(out_dir / "config.json", config.to_json())
-
     seed_everything(config.seed)
     splits = load_splits(config)
     task = splits.train.task
     monitor = monitor_for(config, task)
     model = model_for(config, splits)
     _fit_data_statistics(model, splits.train)
+    if ctx.is_main:  # written once the data and the model are known to build
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _checkpoint.atomic_write_text(out_dir / "config.json", config.to_json())
     model.to(ctx.device)
     predictor = Predictor(model, task)
-    net: nn.Module = predictor
-    if ctx.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            predictor,
-            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer, monitor)
     loaders = {
         "train": make_loader(
             splits.train,
@@ -335,6 +343,15 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
             num_workers=config.num_workers,
         ),
     }
+    net: nn.Module = predictor
+    if ctx.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            predictor,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=_has_unused_parameters(predictor, loaders["train"], ctx),
+        )
+    optimizer = _make_optimizer(config, model.parameters())
+    scheduler = _make_scheduler(config, optimizer, monitor)
 
     epoch, history, stopped = 0, [], False
     best_metric, best_epoch, bad_epochs = None, 0, 0
