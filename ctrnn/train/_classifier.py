@@ -78,8 +78,12 @@ class TimeSeriesClassifier:
         model: a name from :func:`ctrnn.models.available`.
         hidden_size: the model's hidden size.
         epochs: training epochs (the most, with early stopping).
-        batch_size, lr, weight_decay, optimizer, schedule, clip_grad_norm: as in
-            :class:`~ctrnn.train.TrainConfig` (``schedule`` ``"none"`` or ``"cosine"``).
+        batch_size: the batch size.
+        lr: the learning rate.
+        weight_decay: as in :class:`~ctrnn.train.TrainConfig`.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        schedule: ``"none"`` or ``"cosine"``.
+        clip_grad_norm: clip the gradient's 2-norm to this value (None: no clipping).
         validation_fraction: hold out this stratified fraction of ``fit``'s data; the model
             kept is the one with the lowest validation loss (0: train on everything and keep
             the last epoch).
@@ -88,7 +92,10 @@ class TimeSeriesClassifier:
         time_channel: prepend the time as channel 0.
         normalize: standardise channels with the mean and std of the observed training
             values (remembered for ``predict``).
-        mode, solver, model_options: as in :class:`~ctrnn.train.TrainConfig`.
+        mode: as in :class:`~ctrnn.train.TrainConfig`.
+        solver: options for continuous mode, as in :class:`~ctrnn.train.TrainConfig`.
+        model_options: further options of the model, as in
+            :class:`~ctrnn.train.TrainConfig`.
         device: a torch device name.
         seed: seeds the initialisation, the shuffles and the validation split. ``fit`` uses
             its own random state and leaves torch's, NumPy's and Python's global ones as they

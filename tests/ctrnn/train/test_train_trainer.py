@@ -322,3 +322,21 @@ def test_sharded_batches_partition_the_global_batches():
     # a last global batch smaller than the world: the empty rank gets a weight-0 copy
     tail = list(ShardedBatchSampler(9, 8, rank=1, world_size=2))
     assert tail[-1] == [9 + 8]
+
+
+@pytest.mark.slow  # starts worker processes for every pass over a split
+def test_worker_processes_do_not_change_the_run(tmp_path):
+    a = train(small(epochs=1), tmp_path / "a")
+    b = train(small(epochs=1, num_workers=1), tmp_path / "b")
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in (a.history[0], b.history[0])]
+    assert strip[0] == strip[1]
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_matches_the_cpu(tmp_path):
+    cpu = train(small(epochs=2), tmp_path / "cpu")
+    gpu = train(small(epochs=2, device="cuda"), tmp_path / "gpu")
+    for mine, theirs in zip(gpu.history, cpu.history):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+    run = load_run(tmp_path / "gpu", device="cuda")
+    assert next(run.model.parameters()).device.type == "cuda"
