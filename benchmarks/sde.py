@@ -118,15 +118,19 @@ def native(method: str, adjoint: str, dt: float):
     return run
 
 
-def _same_path(y0, t):
-    """torchsde's view of the BrownianPath that the native solve draws from ``SEED`` over the
-    span of ``t`` (the view that ``backend="torchsde"`` uses)."""
+def _same_path(model, y0, t, dt: float):
+    """torchsde's view of the Brownian path that the native solve draws from ``SEED`` (the
+    view that ``backend="torchsde"`` uses): ``SDE.brownian_path``, a tree over
+    ``[0, dt·2^m]`` whose last level is the step grid, on which the native solve's own tree
+    over its steps coincides to round-off."""
     import torchsde
 
     from solvers._backend_torchsde import _as_torchsde_brownian
 
-    bm = solvers.BrownianPath(float(t[0]), float(t[-1]), tuple(y0.shape), SEED, y0.dtype, y0.device)
-    return _as_torchsde_brownian(bm, torchsde)
+    sde = solvers.SDE(model.drift, model.diffusion, sde_type=model.sde_type, seed=SEED)
+    with torch.no_grad():
+        g0 = model.diffusion(t[:1].expand(y0.shape[0]), y0)
+    return _as_torchsde_brownian(sde.brownian_path(t[None], y0, g0, dt), torchsde)
 
 
 def _own_noise(y0, t, dt: float):
@@ -146,7 +150,7 @@ def peer(method: str, adjoint: bool, dt: float, same_path: bool):
     import torchsde
 
     def run(model, y0, t):
-        bm = _same_path(y0, t) if same_path else _own_noise(y0, t, dt)
+        bm = _same_path(model, y0, t, dt) if same_path else _own_noise(y0, t, dt)
         if adjoint:
             ys = torchsde.sdeint_adjoint(
                 model, y0, t, bm=bm, method=method, adjoint_method=method, dt=dt

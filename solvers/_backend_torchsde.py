@@ -129,7 +129,7 @@ class TorchsdeBackend(AbstractBackend):
         method.check_problem(problem)
         B = y0.shape[0]
         g0 = problem.diffusion(t[0].expand(B), y0)
-        bm = _as_torchsde_brownian(problem.brownian_path(t[None], y0, g0), torchsde)
+        bm = _as_torchsde_brownian(problem.brownian_path(t[None], y0, g0, dt), torchsde)
         name, options = _TORCHSDE_METHODS[method.name]
         calls = [0]
         sde = _TorchsdeSDE(problem, B, calls)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._brownian import BrownianPath
-from ._integrate import Outcome, _gather_outputs, fixed_schedule
+from ._brownian import BrownianPath, step_tree
+from ._integrate import Outcome, _gather_outputs, fixed_schedule, steps_per_interval
 from ._problems import AbstractProblem
 from ._solution import Status
 
@@ -45,10 +45,19 @@ class SDE(AbstractProblem):
         noise: ``"diagonal"`` (default), ``"additive"`` or ``"general"``.
         sde_type: ``"ito"`` (default) or ``"stratonovich"`` (``g ∘ dW``).
         brownian: a :class:`~solvers.BrownianPath` of shape ``(batch, m)`` covering the
-            output times. Default: one is made at each solve from ``seed`` and the span of
-            the output times, so solves with the same seed and span see the same path.
-        seed: seed of that default path. Sample ``i``'s path depends on the seed, the span and
-            ``i`` only, not on the batch size.
+            output times; the solve reads it as it is. Default: each solve draws a path from
+            ``seed`` on its own steps (see below).
+        seed: seed of that default path.
+
+    The default path is a Brownian tree over each sample's steps (padded with steps of
+    ``dt`` to ``2**m`` steps, ``m`` levels): exactly Brownian at every step point, whatever
+    the output times, at the cost of about one normal per step and noise channel. Sample
+    ``i``'s path depends on the seed, ``i``, its own step times and ``m`` (set by the
+    sample with the most steps), not on the batch size. When a sample's steps are the grid
+    ``t0 + k·dt`` (every output interval a multiple of ``dt``) it is the
+    :class:`~solvers.BrownianPath` over ``[t0, t0 + dt·2**m]`` read at level ``m`` (what
+    :meth:`brownian_path` returns, to round-off), so a solve with ``dt / 2`` over the same
+    output times refines the same path.
 
     When ``drift`` or ``diffusion`` is an ``nn.Module`` its parameters receive gradients under
     every adjoint.
@@ -136,17 +145,14 @@ class SDE(AbstractProblem):
         """``g dW``: elementwise for ``(batch, d)`` diffusions, a matrix product otherwise."""
         return g * dw if g.ndim == 2 else (g @ dw.unsqueeze(-1)).squeeze(-1)
 
-    def brownian_path(self, t: torch.Tensor, y0: torch.Tensor, g0: torch.Tensor) -> BrownianPath:
-        """The path a solve over the ``(lanes, T)`` grid ``t`` uses (the same every time)."""
-        m = g0.shape[1] if g0.ndim == 2 else g0.shape[2]
-        shape = (y0.shape[0], m)
+    def _noise_shape(self, y0: torch.Tensor, g0: torch.Tensor) -> tuple[int, int]:
+        return (y0.shape[0], g0.shape[1] if g0.ndim == 2 else g0.shape[2])
+
+    def _checked_brownian(self, t: torch.Tensor, shape: tuple[int, int]) -> BrownianPath:
+        """The user's path, after checking that it fits the ``(lanes, T)`` grid ``t``."""
+        bm = self.brownian
         td = t.detach()
         lo, hi = float(td[:, 0].min()), float(td[:, -1].max())
-        if self.brownian is None:
-            if hi == lo:
-                hi = lo + 1.0
-            return BrownianPath(lo, hi, shape, self.seed, y0.dtype, y0.device)
-        bm = self.brownian
         if bm.shape != shape:
             raise ValueError(
                 f"SDE: the brownian path has shape {bm.shape}; expected (batch, m) = {shape}"
@@ -157,6 +163,27 @@ class SDE(AbstractProblem):
                 f"[{lo}, {hi}]"
             )
         return bm
+
+    def brownian_path(
+        self, t: torch.Tensor, y0: torch.Tensor, g0: torch.Tensor, dt: float
+    ) -> BrownianPath:
+        """The path of a fixed-step solve over the ``(lanes, T)`` grid ``t`` with step
+        ``dt``, as a :class:`~solvers.BrownianPath` (what ``backend="torchsde"`` steps on).
+
+        The problem's ``brownian`` when it has one. Otherwise the default path: from ``seed``,
+        over ``[t0, t0 + dt·2**m]`` with ``t0`` the first output time and ``2**m`` the
+        number of steps rounded up to a power of two, ``m`` levels deep, so that the step
+        grid ``t0 + k·dt`` is its last level. The native solve draws the same path (to
+        round-off) whenever its steps are on that grid; see :class:`SDE`.
+        """
+        shape = self._noise_shape(y0, g0)
+        if self.brownian is not None:
+            return self._checked_brownian(t, shape)
+        td = t.detach()
+        lo, hi = float(td[:, 0].min()), float(td[:, -1].max())
+        levels = (_uncapped_steps(td, dt) - 1).bit_length()
+        t1 = max(lo + dt * 2**levels, hi)
+        return BrownianPath(lo, t1, shape, self.seed, y0.dtype, y0.device, depth=max(1, levels))
 
     def backsolve(self, adjoint, cfg, y0, t, f0) -> Outcome:
         """The stochastic adjoint (``adjoint="backsolve"``); see :mod:`solvers._sde_adjoint`."""
@@ -236,27 +263,93 @@ class SDESchedule:
     """The steps of a fixed-step SDE solve and their Brownian increments.
 
     ``points[k]`` is where step ``k`` starts and ``points[k + 1]`` where it ends, so that the
-    increments telescope exactly; the path is queried a chunk of steps at a time.
+    increments telescope exactly. Where the increments come from is settled here, before the
+    loop (the only host reads):
+
+    * without a user path, from the tree that :func:`~solvers._brownian.step_tree` draws on
+      each lane's own steps (padded to a power of two with steps of ``dt``): step ``k`` is
+      cell ``k``, about one normal per step;
+    * from the user's :class:`~solvers.BrownianPath`, by cells of one of its levels when
+      every step is one cell of that level (:meth:`~solvers.BrownianPath.cells`), by
+      descending the tree to every step point otherwise.
+
+    Steps past a lane's end (``h = 0``) get a zero increment.
     """
 
     def __init__(self, problem: SDE, cfg, y0, t, g0):
-        self.sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
-        self.bm = problem.brownian_path(t, y0, g0)
-        N = len(self.sched.ts)
-        self.N = N
-        if N:
-            s = self.sched
-            last = torch.where(s.status == Status.MAX_STEPS, s.ts[-1] + s.hs[-1], t[:, -1])
-            self.points = torch.stack([*(x.detach() for x in s.ts), last.detach()])  # (N+1, lanes)
+        self.sched = sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
+        shape = problem._noise_shape(y0, g0)
+        self.bm = None if problem.brownian is None else problem._checked_brownian(t, shape)
+        self.N = N = len(sched.ts)
+        self._cells, self._offset, self._active = None, 0, None
+        if not N:
+            return
+        last = torch.where(sched.status == Status.MAX_STEPS, sched.ts[-1] + sched.hs[-1], t[:, -1])
+        self.points = torch.stack([*(x.detach() for x in sched.ts), last.detach()])  # (N+1, lanes)
+        n_steps = sched.n_steps
+        if bool((n_steps < N).any()):
+            k = torch.arange(N, device=n_steps.device)[:, None]
+            self._active = (k < n_steps)[..., None]  # (N, lanes, 1)
+        if self.bm is None:
+            # as many levels as the uncapped step count needs, so that max_steps does not
+            # change the path of the samples that finish
+            levels = (_uncapped_steps(t, cfg.dt) - 1).bit_length()
+            if levels > 60:
+                levels = (N - 1).bit_length()
+            self._cells = step_tree(
+                self.points, n_steps, cfg.dt, levels, shape, problem.seed, y0.dtype
+            )
+        else:
+            grid = _dyadic_level(self.bm, self.points, n_steps)
+            if grid is not None:
+                level, self._offset = grid
+                self._cells = self.bm.cells(level)
 
     def increments(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
         """``dW`` of steps ``start … stop-1``, each ``(batch, m)``, without gradient."""
         with torch.no_grad():
-            w = self.bm.values(self.points[start : stop + 1])
-            return tuple((w[1:] - w[:-1]).unbind(0))
+            if self._cells is None:
+                w = self.bm.values(self.points[start : stop + 1])
+                dw = w[1:] - w[:-1]
+            else:
+                dw = self._cells(self._offset + start, self._offset + stop)
+            if self._active is not None:
+                dw = torch.where(self._active[start:stop], dw, torch.zeros((), dtype=dw.dtype))
+            return tuple(dw.unbind(0))
 
     def h(self, k: int) -> torch.Tensor:
         return self.sched.hs[k][:, None]
+
+
+def _uncapped_steps(t: torch.Tensor, dt: float) -> int:
+    """The most steps that a lane of the ``(lanes, T)`` grid ``t`` takes without a cap."""
+    return int(steps_per_interval(t.detach(), dt).sum(1).max()) if t.shape[1] > 1 else 1
+
+
+def _dyadic_level(bm: BrownianPath, points: torch.Tensor, n_steps: torch.Tensor):
+    """``(level, first cell)`` when every lane's steps are the consecutive cells of one level
+    of ``bm``'s tree from the same first cell; None otherwise. A point counts as a node when
+    it is one within the round-off of the times' dtype."""
+    p = points.to(torch.float64)
+    span = bm.t1 - bm.t0
+    h = float(p[1, 0] - p[0, 0])
+    if not h > 0:
+        return None
+    level = round(math.log2(span / h))
+    if not 0 <= level <= bm.depth:
+        return None
+    cell = span / 2**level
+    x = (p - bm.t0) / cell
+    q = x.round()
+    scale = max(abs(bm.t0), abs(bm.t1))
+    tol = 16 * torch.finfo(points.dtype).eps * scale / cell + 1e-12
+    k = torch.arange(p.shape[0], device=p.device, dtype=torch.float64)[:, None]
+    used = k <= n_steps[None]
+    first = q[0, 0]
+    ok = ((x - q).abs() <= tol) & (q == first + k)
+    if not bool((ok | ~used).all()):
+        return None
+    return level, int(first)
 
 
 class Integration:

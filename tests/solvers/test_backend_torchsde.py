@@ -88,6 +88,18 @@ def test_gradients_agree_with_native(adjoint, t):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_default_paths_agree_with_native(dtype):
+    """Without brownian=, torchsde gets SDE.brownian_path, the tree whose last level is the
+    step grid; the native solve's own tree over its steps is the same path."""
+    sde = SDE(Drift().to(dtype), Diffusion("diagonal").to(dtype), sde_type="stratonovich", seed=4)
+    y0, t = Y0.to(dtype), T.to(dtype)
+    native = solvers.solve(sde, y0, t, method="heun", dt=0.05)
+    peer = solvers.solve(sde, y0, t, method="heun", dt=0.05, backend="torchsde")
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == F64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(peer.ys, native.ys, **tol)
+
+
 def test_errors_name_what_works():
     sde = problem("diagonal", "ito")
     with pytest.raises(ValueError, match="per-sample times are handled by backend='native'"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from solvers import BrownianPath
+from solvers._brownian import step_tree
 
 F64 = torch.float64
 
@@ -108,3 +109,112 @@ def test_query_errors():
         bm.increment(0.5, 1.5)
     with pytest.raises(ValueError, match="batch 3"):
         bm.evaluate(torch.zeros(4, dtype=F64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a level's cells top-down, and the tree over a solve's own steps
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few cells, so that small tests cross many block boundaries."""
+    from solvers import _brownian
+
+    monkeypatch.setattr(_brownian, "_BLOCK_ELEMENTS", 64)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_cells_are_the_differences_of_values(dtype, small_blocks):
+    bm = BrownianPath(0.5, 2.5, (6, 3), seed=4, dtype=dtype, depth=12)
+    cells = bm.cells(7)
+    assert cells.block < 2**7  # several blocks
+    times = torch.linspace(0.5, 2.5, 2**7 + 1, dtype=F64)[:, None]
+    expected = bm.values(times).diff(dim=0)
+    got = cells(0, 2**7)
+    assert got.dtype == dtype and got.shape == (2**7, 6, 3)
+    tol = 1e-14 if dtype == F64 else 1e-6
+    torch.testing.assert_close(got, expected, rtol=0, atol=tol)
+    # any ranges, in any order, give the same values bit for bit
+    pieces = [cells(a, min(a + 5, 2**7)) for a in reversed(range(0, 2**7, 5))][::-1]
+    assert torch.equal(torch.cat(pieces), got)
+    fresh = BrownianPath(0.5, 2.5, (6, 3), seed=4, dtype=dtype, depth=12).cells(7)
+    assert torch.equal(fresh(40, 90), got[40:90])
+
+
+def test_cells_have_the_statistics_of_brownian_increments():
+    bm = BrownianPath(0.0, 3.0, (4000,), seed=8, dtype=F64)
+    level = 6
+    x = bm.cells(level)(0, 2**level)  # (64, 4000), each cell of length 3/64
+    h = 3.0 / 2**level
+    assert float(x.var()) == pytest.approx(h, rel=0.02)
+    assert abs(float(x.mean())) < 4 * (h / x.numel()) ** 0.5
+    assert float((x**4).mean()) == pytest.approx(3 * h**2, rel=0.05)
+    corr = torch.corrcoef(x)  # across cells
+    assert (corr - torch.eye(2**level, dtype=F64)).abs().max() < 0.08
+
+
+def test_cells_level_must_be_within_the_depth():
+    bm = BrownianPath(0.0, 1.0, (2,), depth=5)
+    with pytest.raises(ValueError, match=r"level must be an integer in \[0, depth=5\], got 6"):
+        bm.cells(6)
+
+
+def test_seed_must_fit_in_64_bits():
+    with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+        BrownianPath(0.0, 1.0, (2,), seed=1 << 64)
+    # the top half of the unsigned range is accepted (as the int64 with the same bits)
+    a = BrownianPath(0.0, 1.0, (2,), seed=(1 << 64) - 1, dtype=F64)
+    b = BrownianPath(0.0, 1.0, (2,), seed=-1, dtype=F64)
+    assert torch.equal(a.evaluate(0.3), b.evaluate(0.3))
+
+
+def test_step_tree_is_exactly_brownian_on_irregular_times(small_blocks):
+    """The increments over arbitrary increasing times, one set per lane, are independent
+    normals of variance equal to each step's length."""
+    gen = torch.Generator().manual_seed(0)
+    lanes, per_lane, levels = 50, 40, 5
+    gaps = torch.rand(2**levels, lanes, generator=gen, dtype=F64) ** 3 + 1e-4
+    times = torch.cat([torch.zeros(1, lanes, dtype=F64), gaps.cumsum(0)]) + 1.7
+    last = torch.full((lanes,), 2**levels)
+    cells = step_tree(times, last, 0.1, levels, (lanes, per_lane), seed=3, dtype=F64)
+    dw = cells(0, 2**levels)  # (32, lanes, per_lane)
+    z = dw / gaps.sqrt()[..., None]
+    assert float(z.var()) == pytest.approx(1.0, rel=0.03)
+    assert abs(float(z.mean())) < 4 / z.numel() ** 0.5
+    assert float((z**4).mean()) == pytest.approx(3.0, rel=0.08)
+    lag = (z[1:] * z[:-1]).mean()
+    assert abs(float(lag)) < 4 / z[1:].numel() ** 0.5
+    # W at the last time is the sum of the cells: the root, whose variance is the span
+    total = dw.sum(0) / (times[-1] - times[0]).sqrt()[:, None]
+    assert float(total.var()) == pytest.approx(1.0, rel=0.06)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_step_tree_on_a_uniform_grid_is_the_brownian_path(dtype):
+    """On the grid t0 + k·s the tree over the steps is the BrownianPath over the same span,
+    read at the grid's level: the same path, to round-off."""
+    t0, s, levels = 0.25, 0.1, 6
+    times = (t0 + s * torch.arange(2**levels + 1, dtype=F64))[:, None]
+    cells = step_tree(times.to(dtype), torch.tensor([2**levels]), s, levels, (5, 2), 12, dtype)
+    bm = BrownianPath(t0, t0 + s * 2**levels, (5, 2), seed=12, dtype=dtype, depth=levels)
+    tol = 1e-13 if dtype == F64 else 2e-6
+    torch.testing.assert_close(
+        cells(0, 2**levels), bm.cells(levels)(0, 2**levels), rtol=0, atol=tol
+    )
+    torch.testing.assert_close(cells(0, 2**levels), bm.values(times).diff(dim=0), rtol=0, atol=tol)
+
+
+def test_step_tree_pads_with_steps_of_dt():
+    """A lane that ends early continues with steps of dt: the same path as if its times went
+    on with them."""
+    times = torch.tensor([[0.0, 0.0], [0.3, 0.3], [0.5, 0.4], [0.5, 0.5]], dtype=F64)
+    short = step_tree(times, torch.tensor([2, 3]), 0.25, 3, (2, 2), seed=1, dtype=F64)
+    full = torch.tensor([0.0, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], dtype=F64)
+    whole = step_tree(full[:, None], torch.tensor([8]), 9.0, 3, (2, 2), seed=1, dtype=F64)
+    torch.testing.assert_close(short(0, 8)[:, 0], whole(0, 8)[:, 0], rtol=0, atol=1e-15)
+
+
+def test_step_tree_needs_enough_levels():
+    times = torch.arange(6, dtype=F64)[:, None]
+    with pytest.raises(ValueError, match=r"2\*\*levels >= the last index 5, got 2"):
+        step_tree(times, torch.tensor([5]), 1.0, 2, (1, 1), seed=0, dtype=F64)

@@ -19,6 +19,7 @@ THETA, S_OU = 1.5, 0.7  # Ornstein–Uhlenbeck dX = −θX dt + s dW
 BATCH = 600
 DEPTH = 10  # the path is exactly Brownian on the 2⁻¹⁰ grid, which holds every step below
 DTS = [2.0**-k for k in range(3, 8)]
+EM = "euler_maruyama"
 
 
 def path(batch=BATCH, m=1, seed=0):
@@ -302,15 +303,21 @@ class Diffusion(nn.Module):
         return g
 
 
-def gradients(method, sde_type, adjoint, dt=0.05, noise="diagonal", seed=0):
+def gradients(
+    method, sde_type, adjoint, dt=0.05, noise="diagonal", seed=0, brownian=True, per_sample=False
+):
+    """``brownian=True``: a user path (read by descent: dt is off its dyadic grid); None: the
+    solve's own path, from seed 9. ``per_sample``: lanes of 20 and 13 steps."""
     torch.manual_seed(seed)
     drift, diffusion = Drift(), Diffusion(general=noise == "general")
     m = 3 if noise == "general" else 2
-    bm = BrownianPath(0.0, 1.0, (4, m), seed=9, dtype=F64)
-    sde = SDE(drift, diffusion, noise=noise, sde_type=sde_type, brownian=bm)
+    bm = BrownianPath(0.0, 1.0, (4, m), seed=9, dtype=F64) if brownian else None
+    sde = SDE(drift, diffusion, noise=noise, sde_type=sde_type, brownian=bm, seed=9)
     y0 = torch.tensor([[0.5, -0.3], [0.1, 0.2], [1.0, 0.0], [-0.4, 0.8]], dtype=F64)
     y0.requires_grad_(True)
     t = torch.tensor([0.0, 0.35, 1.0], dtype=F64)
+    if per_sample:
+        t = torch.stack([t, t, 0.65 * t, t])
     ys = solvers.solve(sde, y0, t, method=method, dt=dt, adjoint=adjoint).ys
     loss = (ys**2).sum() + ys[:, 1].sum()
     params = [y0, *drift.parameters(), *diffusion.parameters()]
@@ -377,9 +384,11 @@ def test_gradients_match_finite_differences():
 
 @pytest.mark.parametrize("method", ["euler_maruyama", "milstein", "heun", "reversible_heun"])
 @pytest.mark.parametrize("checkpoint_every", [None, 4])
-def test_step_loop_reads_nothing_back(method, checkpoint_every, monkeypatch):
-    """After the schedule is built, neither the steps nor the Brownian queries nor the
-    backward pass read a tensor back to the host (DESIGN.md, GPU)."""
+@pytest.mark.parametrize("path", ["own", "cells", "descent"])
+def test_step_loop_reads_nothing_back(method, checkpoint_every, path, monkeypatch):
+    """After the schedule is built, neither the steps nor the Brownian queries (from the
+    solve's own tree, a user path's cells or a descent of it) nor the backward pass read a
+    tensor back to the host (DESIGN.md, GPU)."""
     from solvers import _sde
     from solvers._adjoint import Config
 
@@ -396,10 +405,167 @@ def test_step_loop_reads_nothing_back(method, checkpoint_every, monkeypatch):
     monkeypatch.setattr(_sde.SDESchedule, "__init__", init_then_forbid)
     sde_type = "ito" if method in ("euler_maruyama", "milstein") else "stratonovich"
     drift, diffusion = Drift(), Diffusion()
-    sde = SDE(drift, diffusion, sde_type=sde_type, seed=1)
+    bm = None if path == "own" else BrownianPath(0.0, 2.0, (3, 2), seed=1, dtype=F64)
+    sde = SDE(drift, diffusion, sde_type=sde_type, seed=1, brownian=bm)
     y0 = torch.ones(3, 2, dtype=F64, requires_grad=True)
-    t = torch.linspace(0, 1, 4, dtype=F64) + 0.1 * torch.arange(3, dtype=F64)[:, None]
-    cfg = Config(solvers.sde_methods()[method], 0.05, 0.0, 1e-6, 10_000)
+    if path == "cells":  # per-sample grids of 2**-4 steps from one node of the path's grid
+        t = torch.tensor([0.25, 0.5, 1.0, 1.25], dtype=F64).repeat(3, 1)
+        t[1, 2:] = torch.tensor([0.75, 0.875])
+        dt = 2.0**-4
+    else:
+        t = torch.linspace(0, 1, 4, dtype=F64) + 0.1 * torch.arange(3, dtype=F64)[:, None]
+        dt = 0.05
+    cfg = Config(solvers.sde_methods()[method], dt, 0.0, 1e-6, 10_000)
     out = _sde.integrate_sde(cfg.method, sde, cfg, y0, t, checkpoint_every=checkpoint_every)
+    assert (out.plan._cells is None) == (path == "descent")
     out.outcome.ys[0].pow(2).sum().backward()
     assert y0.grad.shape == y0.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# The path a solve draws itself (no brownian=): a tree over its own steps
+
+
+def noise_only(seed=0, noise="additive"):
+    """dX = dW: the solution at the outputs is W there, whatever the method."""
+    return SDE(
+        lambda t, y: torch.zeros_like(y), lambda t, y: torch.ones_like(y), noise=noise, seed=seed
+    )
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    from solvers import _brownian
+
+    monkeypatch.setattr(_brownian, "_BLOCK_ELEMENTS", 64)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_default_path_is_exactly_brownian_at_every_step(dtype):
+    B, n = 3000, 20
+    t = torch.linspace(0.0, 2.0, n + 1, dtype=dtype)
+    ys = solvers.solve(noise_only(), torch.zeros(B, 2, dtype=dtype), t, method=EM, dt=0.1).ys
+    assert ys.dtype == dtype
+    dw = ys.diff(dim=1).double()  # one step per output interval: (B, 20, 2)
+    z = dw / 0.1**0.5
+    assert float(z.var()) == pytest.approx(1.0, rel=0.02)
+    assert abs(float(z.mean())) < 4 / z.numel() ** 0.5
+    assert float((z**4).mean()) == pytest.approx(3.0, rel=0.05)
+    per_step = z.var(dim=(0, 2))
+    assert (per_step - 1).abs().max() < 0.1
+    corr = torch.corrcoef(z.permute(1, 0, 2).reshape(n, -1))
+    assert (corr - torch.eye(n, dtype=F64)).abs().max() < 0.05
+
+
+def test_default_path_is_exactly_brownian_on_irregular_per_sample_times():
+    """Output times drawn per sample, off any grid: each interval is one step (dt exceeds
+    every interval), and its increment has variance equal to its length."""
+    gen = torch.Generator().manual_seed(1)
+    B, T = 4000, 7
+    gaps = torch.rand(B, T - 1, generator=gen, dtype=F64) ** 2 + 1e-3
+    t = torch.cat([torch.rand(B, 1, generator=gen, dtype=F64), gaps], 1).cumsum(1)
+    ys = solvers.solve(noise_only(seed=5), torch.zeros(B, 1, dtype=F64), t, method=EM, dt=2.0).ys
+    z = ys.diff(dim=1)[..., 0] / gaps.sqrt()
+    assert float(z.var()) == pytest.approx(1.0, rel=0.03)
+    assert abs(float(z.mean())) < 4 / z.numel() ** 0.5
+    assert float((z**4).mean()) == pytest.approx(3.0, rel=0.08)
+    lag = (z[:, 1:] * z[:, :-1]).mean()
+    assert abs(float(lag)) < 4 / z[:, 1:].numel() ** 0.5
+
+
+def test_default_path_is_the_brownian_path_it_reports():
+    """On the step grid, the native solve's own tree is SDE.brownian_path (the path that
+    backend='torchsde' steps on), read at its last level."""
+    sde = noise_only(seed=7, noise="diagonal")
+    y0 = torch.zeros(5, 3, dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9, 1.7], dtype=F64)  # every interval a multiple of dt
+    ys = solvers.solve(sde, y0, t, method="euler_maruyama", dt=0.1).ys
+    bm = sde.brownian_path(t[None], y0, torch.ones_like(y0), 0.1)
+    assert (bm.t0, bm.depth) == (0.2, 4)  # 15 steps -> a tree of 16 cells of 0.1
+    assert bm.t1 == pytest.approx(0.2 + 1.6)
+    expected = bm.values(t[:, None]).movedim(0, 1)
+    torch.testing.assert_close(ys, expected, rtol=0, atol=1e-13)
+
+
+def test_halving_dt_refines_the_default_path():
+    sde = noise_only(seed=2)
+    y0 = torch.zeros(50, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.3, 0.5, 1.2], dtype=F64)
+    coarse = solvers.solve(sde, y0, t, method=EM, dt=0.1).ys
+    fine = solvers.solve(sde, y0, t, method=EM, dt=0.05).ys
+    finer = solvers.solve(sde, y0, t, method=EM, dt=0.025).ys
+    torch.testing.assert_close(fine, coarse, rtol=0, atol=1e-13)
+    torch.testing.assert_close(finer, coarse, rtol=0, atol=1e-13)
+    other = solvers.solve(sde, y0, t, method=EM, dt=0.06).ys  # not a refinement: another path
+    assert (other - coarse)[:, 1:].abs().min() > 0
+
+
+def test_a_samples_default_path_depends_on_its_own_steps():
+    """Per-sample grids: each sample's tree is drawn on its own steps, so sample 1 sees the
+    same increments whether the other sample starts with it or elsewhere."""
+    sde = noise_only(seed=4)
+    y0 = torch.zeros(2, 2, dtype=F64)
+    shared = torch.tensor([0.5, 1.0, 1.5], dtype=F64)
+    apart = torch.stack([shared - 0.5, shared])  # sample 0 starts at 0, sample 1 at 0.5
+    a = solvers.solve(sde, y0, shared, method=EM, dt=0.1).ys
+    b = solvers.solve(sde, y0, apart, method=EM, dt=0.1).ys
+    torch.testing.assert_close(b[1], a[1], rtol=0, atol=1e-14)
+    torch.testing.assert_close(b[0], a[0], rtol=0, atol=1e-14)  # same steps, shifted
+
+
+def test_default_path_with_per_sample_lengths_and_max_steps():
+    sde = noise_only(seed=3)
+    y0 = torch.zeros(2, 1, dtype=F64)
+    t = torch.tensor([[0.0, 0.5, 1.0], [0.0, 1.0, 2.0]], dtype=F64)
+    sol = solvers.solve(sde, y0, t, method=EM, dt=0.1)
+    assert sol.stats.num_accepted_steps.tolist() == [10, 20]
+    capped = solvers.solve(sde, y0, t, method=EM, dt=0.1, max_steps=15, throw=False)
+    assert capped.status == (solvers.Status.SUCCESS, solvers.Status.MAX_STEPS)
+    assert torch.equal(capped.ys[0], sol.ys[0])
+    torch.testing.assert_close(capped.ys[1, :2], sol.ys[1, :2], rtol=0, atol=0)
+    assert torch.isnan(capped.ys[1, 2]).all()
+
+
+def test_user_path_on_its_dyadic_grid_is_read_by_cells():
+    """A user path whose dyadic grid holds the steps is read a level at a time (about one
+    normal per step) and gives its own values; other steps descend the tree."""
+    from solvers._adjoint import Config
+    from solvers._sde import SDESchedule
+
+    bm = BrownianPath(0.0, 1.0, (40, 2), seed=6, dtype=F64, depth=12)
+    sde = SDE(lambda t, y: torch.zeros_like(y), lambda t, y: torch.ones_like(y), brownian=bm)
+    y0 = torch.zeros(40, 2, dtype=F64)
+    g0 = torch.ones_like(y0)
+    for t, dt, by_cells in [
+        (torch.tensor([0.25, 0.5, 0.875], dtype=F64), 2.0**-5, True),
+        (torch.tensor([0.25, 0.5, 0.875], dtype=F64), 0.1, False),
+        (torch.tensor([[0.0, 0.5], [0.25, 0.75]], dtype=F64).repeat(20, 1), 2.0**-4, False),
+    ]:
+        lanes_t = t if t.ndim == 2 else t[None]
+        method = solvers.sde_methods()["euler_maruyama"]
+        plan = SDESchedule(sde, Config(method, dt, 0.0, 1e-6, 10_000), y0, lanes_t, g0)
+        assert (plan._cells is not None) == by_cells
+        ys = solvers.solve(sde, y0, t, method="euler_maruyama", dt=dt).ys
+        times = lanes_t.T if t.ndim == 2 else t[:, None]
+        w = bm.values(times)
+        torch.testing.assert_close(ys, (w - w[:1]).movedim(0, 1), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("method", "sde_type"),
+    [("euler_maruyama", "ito"), ("heun", "stratonovich"), ("reversible_heun", "stratonovich")],
+)
+def test_adjoints_see_the_forward_increments_on_the_default_path(method, sde_type, small_blocks):
+    """Blocks of a few cells: the backward passes read the cells in other ranges and in
+    reverse order, and still see the forward increments bit for bit."""
+    ys_d, g_d = gradients(method, sde_type, "direct", brownian=None)
+    ys_c, g_c = gradients(method, sde_type, solvers.CheckpointAdjoint(every=3), brownian=None)
+    torch.testing.assert_close(ys_c, ys_d, rtol=0, atol=0)
+    for a, b in zip(g_c, g_d):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    if method == "reversible_heun":
+        ys_b, g_b = gradients(method, sde_type, "backsolve", brownian=None, per_sample=True)
+        ys_p, g_p = gradients(method, sde_type, "direct", brownian=None, per_sample=True)
+        torch.testing.assert_close(ys_b, ys_p, rtol=0, atol=0)
+        for a, b in zip(g_b, g_p):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
