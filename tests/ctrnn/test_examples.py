@@ -1,5 +1,6 @@
 """Every example script runs; the demo's loss falls."""
 
+import json
 import runpy
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import torch
 
 import solvers
 from ctrnn.cli import main
-from ctrnn.demo import run_spiral_demo
+from ctrnn.demo import run_classification_demo, run_spiral_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,16 +44,38 @@ def test_demo_gradients_agree_across_adjoints(adjoint):
 
 
 def test_cli_demo_runs_and_reports(capsys):
-    assert main(["demo", "--iterations", "5", "--method", "rk4"]) == 0
+    assert main(["demo", "--spiral", "--iterations", "5", "--method", "rk4"]) == 0
     out = capsys.readouterr().out
     assert "iteration" in out and "demo finished" in out
 
 
 def test_cli_rejects_a_bad_option_value():
     with pytest.raises(SystemExit, match="unknown method 'nope'"):
-        main(["demo", "--method", "nope"])
+        main(["demo", "--spiral", "--method", "nope"])
     with pytest.raises(SystemExit):
-        main(["demo", "--iterations", "0"])
+        main(["demo", "--spiral", "--iterations", "0"])
+    with pytest.raises(SystemExit, match=r"unknown model.*lstm; valid: tau_gru, ancde"):
+        main(["demo", "--models", "lstm"])
+
+
+def test_classification_demo_trains_writes_runs_and_a_figure(tmp_path, capsys):
+    # one model, one epoch, in one worker process: the whole path of `make demo`
+    assert main(["demo", "--models", "gru_d", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "demo finished" in out
+    result = json.loads((tmp_path / "gru_d" / "result.json").read_text())
+    assert result["epochs_run"] == 2 and result["test_acc"] > 1 / 9  # above chance
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    # a second demo into the same directory replaces the demo's own run
+    runs = run_classification_demo(tmp_path, models=["gru_d"], epochs=1)
+    assert runs[0].epochs == 1 and runs[0].parameters > 0
+
+
+def test_classification_demo_rejects_unknown_models():
+    with pytest.raises(ValueError, match=r"unknown demo model\(s\) \['gru'\]"):
+        run_classification_demo(models=["gru"])
+    with pytest.raises(ValueError, match="models is empty"):
+        run_classification_demo(models=[])
 
 
 def test_cli_version_from_a_subprocess():

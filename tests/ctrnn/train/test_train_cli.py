@@ -207,4 +207,4 @@ def test_evaluate_errors(tmp_path, capsys):
 
 def test_demo_is_still_wired(capsys):
     with pytest.raises(SystemExit, match="ctrnn demo: unknown method 'rk5'"):
-        main(["demo", "--method", "rk5"])
+        main(["demo", "--spiral", "--method", "rk5"])
