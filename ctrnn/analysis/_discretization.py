@@ -7,10 +7,12 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 import solvers
 from ctrnn.models import AbstractCell, InputDrivenField, SequenceModel, hold_inputs
@@ -61,12 +63,12 @@ def _reference_states(model, x, t, h0, options):
 
 
 def empirical_order(
-    model,
+    model: nn.Module,
     x: torch.Tensor,
     times: torch.Tensor | None = None,
     *,
     scheme: str,
-    dts,
+    dts: Sequence[float],
     h0: torch.Tensor | None = None,
     reference: dict | None = None,
     dtype: torch.dtype = torch.float64,
@@ -112,20 +114,23 @@ def empirical_order(
         raise ValueError(f"{owner}: dts must hold at least two positive steps, got {dts}")
     options = dict(method="dopri5", rtol=1e-11, atol=1e-13, max_steps=1_000_000)
     options.update(reference or {})
+    gaps = t.diff().tolist()
+    steps_per_interval = []
+    for dt in dts:
+        counts = [round(g / dt) for g in gaps]
+        bad = [g for g, n in zip(gaps, counts) if n < 1 or abs(n * dt - g) > 1e-9 * g]
+        if bad:
+            raise ValueError(
+                f"{owner}: the observation interval {bad[0]} is not a whole number of steps "
+                f"dt = {dt}; choose steps that divide every interval"
+            )
+        steps_per_interval.append(counts)
     start = x.new_zeros(B, m.state_size) if h0 is None else h0.to(dtype)
     with torch.no_grad():
         ref = m.hidden(_reference_states(m, x, t, start, options)[:, -1])
         errors = []
-        for dt in dts:
+        for dt, counts in zip(dts, steps_per_interval):
             cell = m.discretize(scheme, dt)
-            gaps = t.diff().tolist()
-            counts = [round(g / dt) for g in gaps]
-            bad = [g for g, n in zip(gaps, counts) if n < 1 or abs(n * dt - g) > 1e-9 * g]
-            if bad:
-                raise ValueError(
-                    f"{owner}: the observation interval {bad[0]} is not a whole number of steps "
-                    f"dt = {dt}; choose steps that divide every interval"
-                )
             if h0 is None:
                 s = cell.initial_state(B, dtype=dtype)
             elif cell.state_size != m.state_size:
@@ -154,7 +159,11 @@ def empirical_order(
 
 
 def symplecticity_error(
-    step, y: torch.Tensor, x: torch.Tensor | None = None, *, J: torch.Tensor | None = None
+    step: Callable[[torch.Tensor], torch.Tensor] | nn.Module,
+    y: torch.Tensor,
+    x: torch.Tensor | None = None,
+    *,
+    J: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``‖Mᵀ J M - J‖_F`` per sample, ``M = ∂ step(y) / ∂y``: zero for a symplectic step.
 
@@ -209,7 +218,7 @@ def _hamiltonian_model(model, owner: str) -> HamiltonianRNN:
     return model
 
 
-def hamiltonian_energy(model, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def hamiltonian_energy(model: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``H(y; x) = 1ᵀ log cosh(K y + U x + b)`` of a Hamiltonian RNN, per sample ``(batch,)``.
 
     For a frozen input ``x`` the model's vector field is ``J ∇_y H``, so the exact flow keeps
@@ -246,7 +255,7 @@ class EnergyDrift:
 
 
 def energy_drift(
-    model,
+    model: nn.Module,
     y0: torch.Tensor,
     steps: int,
     *,
@@ -267,7 +276,8 @@ def energy_drift(
         y0: initial states ``(batch, hidden_size)``.
         steps: number of steps.
         x: the frozen input ``(batch, input_size)`` (default zeros).
-        scheme, dt: the discretization.
+        scheme: the discretization scheme (a symplectic splitting or a Runge–Kutta name).
+        dt: its step.
     """
     owner = "energy_drift"
     m = _hamiltonian_model(model, owner)

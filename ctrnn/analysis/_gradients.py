@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ctrnn.models import AbstractCell, SequenceModel, prepare_sequence
 from ctrnn.models.hamiltonian import HamiltonianNet
@@ -20,6 +21,9 @@ from ctrnn.models.hamiltonian import HamiltonianNet
 from ._targets import as_sequence, resolve_cell
 
 __all__ = ["GradientGrowth", "gradient_growth", "gradient_norms", "gradients_of_steps"]
+
+#: ``loss(output, h_n) -> scalar`` on the hidden outputs and the final hidden state
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _default_loss(output: torch.Tensor, h_n: torch.Tensor) -> torch.Tensor:
@@ -66,12 +70,12 @@ def gradients_of_steps(
 
 
 def gradient_norms(
-    model,
+    model: nn.Module,
     x: torch.Tensor,
     times: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     *,
-    loss=None,
+    loss: Loss | None = None,
     h0: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``‖∂L/∂h_t‖`` for every state ``h_0 … h_T`` of a run: ``(batch, T + 1)``.
@@ -82,7 +86,8 @@ def gradient_norms(
             :class:`~ctrnn.models.hamiltonian.HamiltonianNet` (then ``t`` is the layer).
         x: ``(batch, T, input_size)`` inputs (missing values as the model takes them); for a
             ``HamiltonianNet``, the input features ``(batch, n)``.
-        times, mask: as for the model's ``forward`` (sequence models only).
+        times: as for the model's ``forward`` (sequence models only).
+        mask: as for the model's ``forward`` (sequence models only).
         loss: ``loss(output, h_n) -> scalar`` on the hidden outputs ``(batch, T, hidden)``
             and the final hidden state (default ``h_n.sum()``). Samples must not interact in
             the loss for the norms to be per sample (a sum or mean over the batch is fine).
@@ -175,13 +180,13 @@ class GradientGrowth:
 
 
 def gradient_growth(
-    model,
+    model: nn.Module,
     x: torch.Tensor,
     *,
     h0: torch.Tensor | None = None,
     transient: int | None = None,
     skip: int | None = None,
-    loss=None,
+    loss: Loss | None = None,
     blocks: int = 5,
 ) -> GradientGrowth:
     """Measure the largest Lyapunov exponent and the gradient growth rate on the same run.

@@ -10,9 +10,12 @@ vectors is pushed through the Jacobian of each step, ``J Q = Q' R``; the average
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 import solvers
 from ctrnn.models import AbstractContinuousRNN
@@ -62,7 +65,7 @@ def _count(owner: str, name: str, value, minimum: int) -> int:
 
 
 def lyapunov_spectrum(
-    f,
+    f: Callable[..., torch.Tensor],
     x0: torch.Tensor,
     steps: int,
     *,
@@ -74,7 +77,7 @@ def lyapunov_spectrum(
     blocks: int = 10,
     seed: int = 0,
     return_history: bool = False,
-):
+) -> torch.Tensor | LyapunovResult:
     """The ``k`` largest Lyapunov exponents of a map or a flow, for a batch of initial states.
 
     Args:
@@ -105,9 +108,9 @@ def lyapunov_spectrum(
             instead of the exponents alone.
 
     Returns:
-        ``(batch, k)`` exponents, largest first (``(k,)`` for an unbatched ``x0``): per step
-        for a map, per unit time for a flow (for a :class:`FlowMap`, per unit of the
-        observation times). Or a :class:`LyapunovResult`.
+        The exponents ``(batch, k)``, largest first (``(k,)`` for an unbatched ``x0``), per
+            step for a map and per unit time for a flow (for a :class:`FlowMap`, per unit of
+            the observation times); or a :class:`LyapunovResult`.
 
     Raises:
         ValueError: on a bad argument, a map that changes the state's shape, an input
@@ -293,7 +296,7 @@ class CellMap:
         return noisy_step(self.cell, x, h, draws)
 
 
-def cell_map(model, inputs: torch.Tensor, *, noise_seed: int = 0) -> CellMap:
+def cell_map(model: nn.Module, inputs: torch.Tensor, *, noise_seed: int = 0) -> CellMap:
     """The map of a discrete cell driven by ``inputs``, for :func:`lyapunov_spectrum`.
 
     Args:
@@ -343,7 +346,12 @@ class FlowMap:
         return self.model.solve(x.expand(-1, 2, -1), t, h0=h, **self.solver_options)[:, -1]
 
 
-def flow_map(model, inputs: torch.Tensor, times: torch.Tensor | None = None, **solver_options):
+def flow_map(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    times: torch.Tensor | None = None,
+    **solver_options: Any,
+) -> FlowMap:
     """The flow of a continuous model over each observation interval, for
     :func:`lyapunov_spectrum` (exponents per unit time).
 

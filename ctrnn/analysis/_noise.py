@@ -11,9 +11,11 @@ realisation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ctrnn.models.noisy import NoisyRNN, NoisyRNNCell, NoisyRNNCodeCell
 
@@ -70,14 +72,14 @@ class NoiseStudy:
 
 
 def noise_study(
-    model,
+    model: nn.Module,
     inputs: torch.Tensor,
     *,
     h0: torch.Tensor | None = None,
     k: int | None = None,
     transient: int = 0,
     seed: int = 0,
-    loss=None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     blocks: int = 10,
 ) -> NoiseStudy:
     """Spectrum and gradient norms of a noise-injected RNN's cell, with and without noise.

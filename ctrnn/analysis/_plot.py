@@ -223,7 +223,7 @@ def plot_stability_region(
     ax.set_xlabel("Re z")
     ax.set_ylabel("Im z")
     ax.set_title(title or "Stability regions |R(z)| ≤ 1")
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="lower left")
     return _finish(fig, path)
 
 

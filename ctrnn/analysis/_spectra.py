@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 import solvers
 
@@ -30,7 +31,7 @@ __all__ = [
 
 
 def cell_jacobian_eigenvalues(
-    model, inputs: torch.Tensor, h0: torch.Tensor | None = None
+    model: nn.Module, inputs: torch.Tensor, h0: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Eigenvalues of ``∂h_{t+1}/∂h_t`` at every step of a run: ``(batch, T, state_size)``.
 
@@ -66,11 +67,11 @@ def cell_jacobian_eigenvalues(
 
 
 def vector_field_eigenvalues(
-    model,
+    model: nn.Module,
     h: torch.Tensor,
     x: torch.Tensor,
     t: float | torch.Tensor = 0.0,
-    **vector_field_kwargs,
+    **vector_field_kwargs: torch.Tensor,
 ) -> torch.Tensor:
     """Eigenvalues of ``∂F/∂h`` of a continuous model's vector field ``F(t, h, x)``.
 

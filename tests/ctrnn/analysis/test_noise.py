@@ -44,23 +44,24 @@ def test_multiplicative_noise_lowers_every_exponent_by_its_ito_correction():
     # the noise shifts it by about -σ² dt / 2 per step (-σ²/2 per unit time).
     dt, sigma, H = 0.1, 1.0, 4
     model = diagonal_noisy_rnn(H, dt, sigma)
-    x = torch.zeros(16, 600, 1, dtype=D)
-    study = noise_study(model, x, h0=0.1 * torch.ones(16, H, dtype=D), seed=0)
+    x = torch.zeros(32, 250, 1, dtype=D)
+    study = noise_study(model, x, h0=0.1 * torch.ones(32, H, dtype=D), seed=0)
     assert isinstance(study, NoiseStudy) and study.dt == dt
     gamma = 0.5 + model.model.dynamics.gamma_W  # tanh'(0) = 1 at h = 0 with zero input
     a = 1 - dt * gamma
     torch.testing.assert_close(
-        study.exponents_clean, torch.full((16, H), math.log(a), dtype=D), atol=1e-3, rtol=0
+        study.exponents_clean, torch.full((32, H), math.log(a), dtype=D), atol=1e-3, rtol=0
     )
     expected = expected_log_multiplier(a, sigma * math.sqrt(dt))
     assert study.exponents_noisy.mean().item() == pytest.approx(expected, abs=0.01)
     # -σ²/2 per unit time to leading order in dt; at dt = 0.1 the higher orders add ~40 %
     shift_per_time = (study.exponents_noisy - study.exponents_clean).mean().item() / dt
     assert -(sigma**2) < shift_per_time < -(sigma**2) / 2
-    # the gradients through the same noise vanish faster: log ‖∂L/∂h_0‖ falls by the shift
+    # the gradients through the same noise vanish faster: log ‖∂L/∂h_0‖ falls by about
+    # 250 times the shift per step (-0.06), give or take the noise's spread
     log_clean = study.gradients_clean[:, 0].log().mean().item()
     log_noisy = study.gradients_noisy[:, 0].log().mean().item()
-    assert log_noisy < log_clean - 20
+    assert log_noisy < log_clean - 8
 
 
 def test_additive_noise_leaves_a_linear_spectrum_unchanged():
