@@ -22,6 +22,7 @@ from ctrnn.models import AbstractContinuousRNN
 
 from ._autodiff import expand_rows, push_frame
 from ._autodiff import jacobian as full_jacobian
+from ._noise import draw_noise, noisy_step
 from ._targets import as_sequence, resolve_cell, resolve_continuous
 
 __all__ = ["CellMap", "FlowMap", "LyapunovResult", "cell_map", "flow_map", "lyapunov_spectrum"]
@@ -290,8 +291,6 @@ class CellMap:
         x = expand_rows(self.inputs[:, n], h.shape[0], owner).to(h.dtype)
         if self.noise is None:
             return self.cell(x, h)
-        from ._noise import noisy_step
-
         draws = {key: expand_rows(v[:, n], h.shape[0], owner) for key, v in self.noise.items()}
         return noisy_step(self.cell, x, h, draws)
 
@@ -318,8 +317,6 @@ def cell_map(model: nn.Module, inputs: torch.Tensor, *, noise_seed: int = 0) -> 
             f"cell_map: {type(cell).__name__} reads {cell.input_size} input features, got "
             f"inputs of shape {tuple(inputs.shape)}"
         )
-    from ._noise import draw_noise
-
     return CellMap(cell, inputs, draw_noise(cell, inputs, noise_seed))
 
 

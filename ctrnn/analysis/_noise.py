@@ -104,7 +104,7 @@ def noise_study(
     from ctrnn.models import SequenceModel
 
     from ._gradients import gradients_of_steps
-    from ._lyapunov import lyapunov_spectrum
+    from ._lyapunov import CellMap, lyapunov_spectrum
     from ._targets import as_sequence
 
     owner = "noise_study"
@@ -122,28 +122,26 @@ def noise_study(
     if h0 is None:
         h0 = inputs.new_zeros(B, model.state_size)
     was_training = model.training
-    model.train()  # noisy() is true in training only; the draws are made here, once
+    spectra, grads = {}, {}
     try:
+        model.train()  # noisy() is true in training only; the draws are made here, once
         draws = draw_noise(cell, inputs, seed)
+        if draws is None:
+            raise ValueError(
+                f"{owner}: the model injects no noise (sigma_add = {model.sigma_add}, "
+                f"sigma_mult = {model.sigma_mult}, noise_scale = {model.noise_scale}); set a "
+                "noise level"
+            )
+        # in evaluation mode the cell is its drift; the noisy run gets the draws as data
+        model.eval()
+        for name, noise in (("clean", None), ("noisy", draws)):
+            f = CellMap(cell, inputs, noise)
+            spectra[name] = lyapunov_spectrum(
+                f, h0, T - transient, transient=transient, k=k, blocks=blocks, return_history=True
+            )
+            grads[name] = gradients_of_steps(f, h0, T, cell.hidden, loss, owner)
     finally:
         model.train(was_training)
-    if draws is None:
-        raise ValueError(
-            f"{owner}: the model injects no noise (sigma_add = {model.sigma_add}, sigma_mult "
-            f"= {model.sigma_mult}, noise_scale = {model.noise_scale}); set a noise level"
-        )
-    spectra, grads = {}, {}
-    for name, noise in (("clean", None), ("noisy", draws)):
-        f = _FixedNoiseMap(cell, inputs, noise)
-        res = lyapunov_spectrum(
-            f, h0, T - transient, transient=transient, k=k, blocks=blocks, return_history=True
-        )
-        spectra[name] = res
-
-        def step(n, h, f=f):
-            return f(n, h)
-
-        grads[name] = gradients_of_steps(step, h0, T, cell.hidden, loss, owner)
     return NoiseStudy(
         exponents_clean=spectra["clean"].exponents,
         exponents_noisy=spectra["noisy"].exponents,
@@ -153,23 +151,3 @@ def noise_study(
         gradients_noisy=grads["noisy"],
         dt=float(dt),
     )
-
-
-class _FixedNoiseMap:
-    # the cell with noise given as data (None: no noise), whatever the train/eval mode
-    time_dependent = True
-
-    def __init__(self, cell, inputs, noise):
-        from ._lyapunov import CellMap
-
-        self._map = CellMap(cell, inputs, noise)
-        self.num_steps = inputs.shape[1]
-
-    def __call__(self, n, h):
-        m = self._map
-        if m.noise is not None:
-            return m(n, h)
-        from ._autodiff import expand_rows
-
-        x = expand_rows(m.inputs[:, n], h.shape[0], "noise_study").to(h.dtype)
-        return noisy_step(m.cell, x, h, None)

@@ -93,6 +93,27 @@ def test_a_leading_subset_of_exponents():
     torch.testing.assert_close(ex, expected[:3].expand(2, 3), atol=1e-9, rtol=0)
 
 
+class Periodic:
+    """A time-dependent linear system: ``dx/dt = (-1 + cos t) x`` or ``x ↦ (1 + cos n / 2) x``."""
+
+    time_dependent = True
+
+    def __call__(self, t, x):
+        if isinstance(t, int):
+            return (1 + math.cos(t) / 2) * x
+        return (-1 + torch.cos(t))[:, None] * x
+
+
+def test_time_dependent_flow_and_map():
+    x0 = torch.ones(2, 1, dtype=D)
+    # the exponent over [0, T] is the mean of -1 + cos t: -1 + sin(T) / T
+    ex = lyapunov_spectrum(Periodic(), x0, 500, dt=0.01)
+    torch.testing.assert_close(ex, torch.full((2, 1), -1 + math.sin(5.0) / 5.0, dtype=D))
+    ex = lyapunov_spectrum(Periodic(), x0, 7)
+    mean_log = sum(math.log(1 + math.cos(n) / 2) for n in range(7)) / 7
+    torch.testing.assert_close(ex, torch.full((2, 1), mean_log, dtype=D))
+
+
 def test_result_reports_convergence():
     g = torch.Generator().manual_seed(1)
     x0 = 0.1 + 0.01 * torch.randn(4, 2, generator=g, dtype=D)
@@ -256,5 +277,7 @@ def test_model_helper_errors():
     noisy = M.create("noisy_rnn", input_size=2, hidden_size=3).train()
     with pytest.raises(ValueError, match="in training mode, where every solve draws its own"):
         flow_map(noisy, x)
+    with pytest.raises(ValueError, match="LipschitzRNN reads 2 input features"):
+        flow_map(continuous, torch.zeros(1, 5, 3))
     with pytest.raises(ValueError, match=r"times must have shape \(5,\) or \(batch, 5\)"):
         flow_map(continuous, x, torch.arange(4.0))

@@ -92,6 +92,8 @@ def test_cell_jacobian_eigenvalues_of_a_linear_cell():
                     got[got.real.argsort()], expected[expected.real.argsort()], atol=1e-12, rtol=0
                 )
             h = model.cell(x[:, t], h)
+    with pytest.raises(ValueError, match="RungeKuttaCell reads 2 input features"):
+        cell_jacobian_eigenvalues(model, torch.zeros(1, 3, 1, dtype=D))
 
 
 def test_vector_field_eigenvalues_of_a_hamiltonian_model_are_symmetric():
