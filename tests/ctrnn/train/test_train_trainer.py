@@ -340,3 +340,12 @@ def test_training_on_cuda_matches_the_cpu(tmp_path):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
     run = load_run(tmp_path / "gpu", device="cuda")
     assert next(run.model.parameters()).device.type == "cuda"
+
+
+@pytest.mark.parametrize("name", ctrnn.models.available())
+def test_every_model_trains(tmp_path, name):
+    options = {"n": 40, "min_length": 4, "max_length": 8}
+    config = small(model=name, hidden_size=4, epochs=1, dataset_options=options)
+    result = train(config, tmp_path)
+    assert math.isfinite(result.history[0]["train_loss"]) and 0 <= result.test_acc <= 1
+    assert load_run(tmp_path).config["model"] == name
