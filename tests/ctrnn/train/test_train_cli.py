@@ -203,8 +203,3 @@ def test_malformed_flags_are_usage_errors(capsys, argv, message):
 def test_evaluate_errors(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
-
-
-def test_demo_is_still_wired(capsys):
-    with pytest.raises(SystemExit, match="ctrnn demo: unknown method 'rk5'"):
-        main(["demo", "--spiral", "--method", "rk5"])
