@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schemes", default="euler,rk4", help="schemes for --order (default euler,rk4)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the fresh weights and the inputs (0)"
+    )
     for name, text in (
         ("lyapunov", "Lyapunov spectrum and its convergence"),
         ("gradients", "gradient norms through time and their growth rate vs λ_max"),
@@ -97,12 +99,14 @@ def load_model(args: argparse.Namespace):
             f"{', '.join(ctrnn.models.available())})"
         )
     options = dict(args.option)
-    try:
-        model = ctrnn.models.create(
-            args.model, input_size=args.input_size, hidden_size=args.hidden_size, **options
-        )
-    except ValueError as e:
-        raise SystemExit(f"ctrnn analyze: {e}") from None
+    with torch.random.fork_rng():  # the fresh weights follow --seed, torch's generator is kept
+        torch.manual_seed(args.seed)
+        try:
+            model = ctrnn.models.create(
+                args.model, input_size=args.input_size, hidden_size=args.hidden_size, **options
+            )
+        except ValueError as e:
+            raise SystemExit(f"ctrnn analyze: {e}") from None
     return model, {"model": args.model, "options": options}
 
 

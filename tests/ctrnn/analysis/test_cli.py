@@ -22,7 +22,7 @@ def parse(*argv):
 
 
 def test_fresh_gru_every_analysis(tmp_path, capsys):
-    args = parse("--model", "gru", "--hidden-size", "3", "--length", "30", "--out", str(tmp_path))
+    args = parse("--model", "gru", "--hidden-size", "3", "--length", "60", "--out", str(tmp_path))
     assert _cli.run(args) == 0
     report = json.loads((tmp_path / "analysis.json").read_text())
     assert report["source"] == {"model": "gru", "options": {}}
@@ -39,6 +39,22 @@ def test_fresh_gru_every_analysis(tmp_path, capsys):
     assert report["jacobian"]["cell_spectral_radius_max"] < 1
     assert "no input-driven continuous formulation" in report["order"]["skipped"]
     assert "wrote 4 figures" in capsys.readouterr().out
+    # the same seed gives the same fresh model and inputs
+    again = tmp_path / "again"
+    _cli.run(
+        parse(
+            "--model",
+            "gru",
+            "--hidden-size",
+            "3",
+            "--length",
+            "60",
+            "--lyapunov",
+            "--out",
+            str(again),
+        )
+    )
+    assert json.loads((again / "analysis.json").read_text())["lyapunov"] == lyap
 
 
 def test_fresh_continuous_model_selected_analyses(tmp_path):
