@@ -108,14 +108,22 @@ to that size (tens of thousands of nodes, built in Python, seconds per solve wha
 batch). The extra step is taken with either Brownian motion (here at 100 and 1000 steps)
 and shows as one more step's drift evaluations in the torchsde rows' NFE.
 The
-native solver always samples a `solvers.BrownianPath` (a virtual Brownian tree, 32 levels,
-from the seed). To check the gradients, torchsde is also run on that same `BrownianPath`,
-handed over as its `bm` (as `backend="torchsde"` does): rows marked "BrownianPath". There
-the solutions agree with the native ones to round-off, and "grad diff" is measured against
-`torchsde sdeint, BrownianPath`; the rows with torchsde's own Brownian motion see other
-noise and have no grad diff. The difference between the two kinds of torchsde rows is the
-cost of sampling the `BrownianPath` (through torchsde's interface: two times per step, one
-step at a time, where the native solver asks for about one time per step, 64 steps at once).
+native solver draws its own Brownian path from the seed: a Brownian tree over its steps,
+generated top-down a block of steps at a time, about one normal per step and noise channel
+(see [the SDE page](sde.md#precision-and-cost)). To check the gradients, torchsde is also run
+on that same path, handed over as its `bm` as `backend="torchsde"` does: `SDE.brownian_path`,
+the `solvers.BrownianPath` over `[0, dt·2^m]` (`2^m` the step count rounded up to a power of
+two) whose last level, `m` levels down, is the step grid: rows marked "BrownianPath". There the
+solutions agree with the native ones to round-off, and "grad diff" is measured against
+`torchsde sdeint, BrownianPath`; the rows with torchsde's own Brownian motion see other noise
+and have no grad diff. One exception: at 1000 steps torchsde's own clock (float32 sums of
+`dt`) drifts from the grid by up to 1% of a step, and between grid points the path is linear,
+which shows as Euler–Maruyama's grad diff of about 2e-4 (an Euler–Maruyama loop at
+torchsde's times reproduces torchsde bit for bit, the same loop at the grid times the native
+solve to 1e-6). The difference between the two kinds of torchsde rows is the cost of
+sampling the `BrownianPath` through torchsde's interface: two queries per step, one step at a
+time, each descending the `m` levels of the tree, where the native solve generates the
+increments a block of steps at a time.
 
 How: each case runs twice untimed (warm-up), then `--repeats` timed rounds, each of which
 runs every case of the workload once (round robin, so that a disturbance from another

@@ -453,12 +453,72 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- analyze -----------------------------------------------------------------------------------
+
+
+def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``ctrnn analyze`` on ``parser``."""
+    parser.add_argument(
+        "run_dir", nargs="?", default=None, help="a training run directory (or use --model)"
+    )
+    parser.add_argument("--model", help="analyse a fresh model of this name instead of a run")
+    parser.add_argument("--input-size", type=_positive_int, default=2, help="default 2")
+    parser.add_argument("--hidden-size", type=_positive_int, default=8, help="default 8")
+    parser.add_argument(
+        "--option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model option, e.g. --option delay=4.0 --option mode=continuous",
+    )
+    parser.add_argument(
+        "--length", type=_positive_int, default=120, help="steps of the input sequence (120)"
+    )
+    parser.add_argument("--batch", type=_positive_int, default=4, help="initial states (4)")
+    parser.add_argument(
+        "--exponents", type=_positive_int, default=None, help="how many exponents (all)"
+    )
+    parser.add_argument(
+        "--schemes", default="euler,rk4", help="schemes for --order (default euler,rk4)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the fresh weights and the inputs (0)"
+    )
+    for name, text in (
+        ("lyapunov", "Lyapunov spectrum and its convergence"),
+        ("gradients", "gradient norms through time and their growth rate vs λ_max"),
+        ("jacobian", "Jacobian eigenvalues (and the scheme's stability region)"),
+        ("order", "empirical order of the schemes against a reference solve"),
+    ):
+        parser.add_argument(f"--{name}", action="store_true", help=text)
+    parser.add_argument("--out", required=True, help="directory for the figures and JSON")
+
+
+def _add_analyze(commands) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="stability figures of a trained run or a fresh model (Lyapunov spectrum, "
+        "gradient norms, Jacobian spectra, order of schemes)",
+        description="Write PNG figures and analysis.json for a trained run (RUN_DIR, written "
+        "by `ctrnn train`) or a fresh model (--model NAME), driven by a random input sequence.",
+    )
+    add_analyze_arguments(analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from ctrnn.analysis._cli import run
+
+    return run(args)
+
+
 # -- the command -------------------------------------------------------------------------------
 
-_ADDERS: tuple[Callable, ...] = (_add_train, _add_evaluate, _add_list, _add_demo)
+_ADDERS: tuple[Callable, ...] = (_add_train, _add_evaluate, _add_analyze, _add_list, _add_demo)
 _RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _run_train,
     "evaluate": _run_evaluate,
+    "analyze": _run_analyze,
     "list": _run_list,
     "demo": _run_demo,
 }

@@ -1,16 +1,15 @@
 """``ctrnn analyze``: stability figures and numbers for a trained run or a fresh model.
 
-``add_arguments(parser)`` declares the options; ``run(args)`` builds or loads the model,
-drives it with a random input sequence, writes one PNG per analysis and ``analysis.json``
-with the numbers to ``--out``, and returns the exit status. A trained run comes from
-``ctrnn.train.load_run(run_dir)`` (an object with ``.model`` and ``.config``); a fresh
-model from ``ctrnn.models.create(--model, ...)``.
+``add_arguments(parser)`` (defined in :mod:`ctrnn.cli`) declares the options; ``run(args)``
+builds or loads the model, drives it with a random input sequence, writes one PNG per
+analysis and ``analysis.json`` with the numbers to ``--out``, and returns the exit status.
+A trained run comes from ``ctrnn.train.load_run(run_dir)`` (an object with ``.model`` and
+``.config``); a fresh model from ``ctrnn.models.create(--model, ...)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import math
@@ -19,66 +18,13 @@ from pathlib import Path
 
 import torch
 
+from ctrnn.cli import add_analyze_arguments
+
 ANALYSES = ("lyapunov", "gradients", "jacobian", "order")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options of ``ctrnn analyze`` on ``parser``."""
-    parser.add_argument(
-        "run_dir", nargs="?", default=None, help="a training run directory (or use --model)"
-    )
-    parser.add_argument("--model", help="analyse a fresh model of this name instead of a run")
-    parser.add_argument("--input-size", type=_positive_int, default=2, help="default 2")
-    parser.add_argument("--hidden-size", type=_positive_int, default=8, help="default 8")
-    parser.add_argument(
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another model option, e.g. --option delay=4.0 --option mode=continuous",
-    )
-    parser.add_argument(
-        "--length", type=_positive_int, default=120, help="steps of the input sequence (120)"
-    )
-    parser.add_argument("--batch", type=_positive_int, default=4, help="initial states (4)")
-    parser.add_argument(
-        "--exponents", type=_positive_int, default=None, help="how many exponents (all)"
-    )
-    parser.add_argument(
-        "--schemes", default="euler,rk4", help="schemes for --order (default euler,rk4)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the fresh weights and the inputs (0)"
-    )
-    for name, text in (
-        ("lyapunov", "Lyapunov spectrum and its convergence"),
-        ("gradients", "gradient norms through time and their growth rate vs λ_max"),
-        ("jacobian", "Jacobian eigenvalues (and the scheme's stability region)"),
-        ("order", "empirical order of the schemes against a reference solve"),
-    ):
-        parser.add_argument(f"--{name}", action="store_true", help=text)
-    parser.add_argument("--out", required=True, help="directory for the figures and JSON")
+# The options are declared in ctrnn.cli, which must not import torch (`ctrnn --help`).
+add_arguments = add_analyze_arguments
 
 
 def load_model(args: argparse.Namespace):
@@ -252,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
 
     with open(out / "analysis.json", "w") as fh:
         json.dump(report, fh, indent=2)
-    print(f"ctrnn analyze: wrote {len(report['figures'])} figures and analysis.json to {out}")
+    n = len(report["figures"])
+    print(f"ctrnn analyze: wrote {n} figure{'s' * (n != 1)} and analysis.json to {out}")
     return 0
 
 

@@ -72,9 +72,12 @@ def plot_lyapunov_convergence(result, *, path=None, title: str | None = None):
     final, err = _numpy(result.exponents), _numpy(result.stderr)
     if hist.ndim == 2:
         hist, final, err = hist[:, None], final[None], err[None]
-    for i in range(hist.shape[2]):
+    k = hist.shape[2]
+    for i in range(k):
         mean = hist[:, :, i].mean(axis=1)
-        line = ax.plot(steps, mean, label=f"λ{i + 1} = {final[:, i].mean():.3f}")[0]
+        # a legend entry for at most the 6 largest exponents and the smallest
+        label = f"λ{i + 1} = {final[:, i].mean():.3f}" if i < 6 or i == k - 1 else None
+        line = ax.plot(steps, mean, label=label)[0]
         ax.fill_between(
             steps,
             hist[:, :, i].min(axis=1),
@@ -87,7 +90,7 @@ def plot_lyapunov_convergence(result, *, path=None, title: str | None = None):
     ax.set_xlabel("steps averaged")
     ax.set_ylabel(f"exponent (per {result.per})")
     ax.set_title(title or "Lyapunov exponents: running estimates")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", title=f"{k} exponents" if k > 7 else None)
     return _finish(fig, path)
 
 

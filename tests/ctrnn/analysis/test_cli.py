@@ -148,3 +148,16 @@ def test_errors(tmp_path):
     with pytest.raises(SystemExit):
         parse("--model", "gru")  # --out is required
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_the_ctrnn_command_runs_analyze_on_a_fresh_model(tmp_path, capsys):
+    from ctrnn.cli import main
+
+    out = tmp_path / "figs"
+    argv = ["analyze", "--model", "gru", "--length", "20", "--lyapunov", "--out", str(out)]
+    assert main(argv) == 0
+    assert "wrote 1 figure and analysis.json" in capsys.readouterr().out
+    report = json.loads((out / "analysis.json").read_text())
+    assert set(report["figures"]) == {"lyapunov"} and (out / "lyapunov.png").is_file()
+    with pytest.raises(SystemExit, match="unknown model 'nope'"):
+        main(["analyze", "--model", "nope", "--out", str(out)])
