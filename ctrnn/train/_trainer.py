@@ -318,30 +318,15 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
     model.to(ctx.device)
     predictor = Predictor(model, task)
     loaders = {
-        "train": make_loader(
-            splits.train,
+        name: make_loader(
+            getattr(splits, name),
             config.batch_size,
             ctx,
-            shuffle=True,
+            shuffle=name == "train",
             seed=config.seed,
             num_workers=config.num_workers,
-        ),
-        "val": make_loader(
-            splits.val,
-            config.batch_size,
-            ctx,
-            shuffle=False,
-            seed=config.seed,
-            num_workers=config.num_workers,
-        ),
-        "test": make_loader(
-            splits.test,
-            config.batch_size,
-            ctx,
-            shuffle=False,
-            seed=config.seed,
-            num_workers=config.num_workers,
-        ),
+        )
+        for name in ("train", "val", "test")
     }
     net: nn.Module = predictor
     if ctx.distributed:
