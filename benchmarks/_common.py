@@ -519,6 +519,25 @@ def fill_defaults(
     return args
 
 
+# Defaults of the step-count workloads (ODE and SDE): full run and --quick smoke run.
+STEP_FULL = dict(steps=[100, 1000], batch=256, state=128, repeats=7)
+STEP_QUICK = dict(steps=[10, 20], batch=16, state=16, repeats=2)
+
+
+def parse_step_args(doc: str, argv, steps_help: str) -> argparse.Namespace:
+    """The command line of a step-count workload: the common options, ``--steps``,
+    ``--state`` and ``--quick``, with :data:`STEP_FULL` / :data:`STEP_QUICK` defaults."""
+    p = argument_parser(doc)
+    p.add_argument("--steps", type=int, nargs="+", help=f"{steps_help} (default: 100 1000)")
+    p.add_argument("--state", type=int, help="default: 128")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: batch 16, state 16, steps 10 and 20, 2 repeats (explicit flags win)",
+    )
+    return fill_defaults(p, p.parse_args(argv), STEP_FULL, STEP_QUICK, "steps")
+
+
 def prepare(args, script: str, peer: str, extra: str) -> torch.device | int:
     """Import check of the peer, device check, thread count: the device, or an exit code."""
     try:

@@ -194,7 +194,7 @@ def header(args, device: torch.device, load: tuple[str, str]) -> str:
         load,
         versions=f"torchdiffeq {torchdiffeq.__version__}",
         sizes=f"Batch {args.batch}, state {args.state}, hidden {HIDDEN}, float32",
-        default_repeats=FULL["repeats"],
+        default_repeats=common.STEP_FULL["repeats"],
     )
 
 
@@ -207,20 +207,8 @@ def write_report(path: Path, device: torch.device, section: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-FULL = dict(steps=[100, 1000], batch=256, state=128, repeats=7)
-QUICK = dict(steps=[10, 20], batch=16, state=16, repeats=2)
-
-
 def parse_args(argv=None):
-    p = common.argument_parser(__doc__)
-    p.add_argument("--steps", type=int, nargs="+", help="RK4 step counts (default: 100 1000)")
-    p.add_argument("--state", type=int, help="default: 128")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: batch 16, state 16, steps 10 and 20, 2 repeats (explicit flags win)",
-    )
-    return common.fill_defaults(p, p.parse_args(argv), FULL, QUICK, "steps")
+    return common.parse_step_args(__doc__, argv, "RK4 step counts")
 
 
 def main(argv=None) -> int:

@@ -178,20 +178,8 @@ def impls(scheme: str, dt: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-FULL = dict(steps=[100, 1000], batch=256, state=128, repeats=7)
-QUICK = dict(steps=[10, 20], batch=16, state=16, repeats=2)
-
-
 def parse_args(argv=None):
-    p = common.argument_parser(__doc__)
-    p.add_argument("--steps", type=int, nargs="+", help="step counts (default: 100 1000)")
-    p.add_argument("--state", type=int, help="default: 128")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: batch 16, state 16, steps 10 and 20, 2 repeats (explicit flags win)",
-    )
-    return common.fill_defaults(p, p.parse_args(argv), FULL, QUICK, "steps")
+    return common.parse_step_args(__doc__, argv, "step counts")
 
 
 def header(args, device, load) -> str:
@@ -205,7 +193,7 @@ def header(args, device, load) -> str:
         versions=f"torchsde {torchsde.__version__}",
         sizes=f"Batch {args.batch}, state {args.state}, drift hidden {HIDDEN}, diagonal "
         "noise, float32",
-        default_repeats=FULL["repeats"],
+        default_repeats=common.STEP_FULL["repeats"],
     )
 
 
