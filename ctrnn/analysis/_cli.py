@@ -28,7 +28,8 @@ add_arguments = add_analyze_arguments
 
 
 def load_model(args: argparse.Namespace):
-    """``(model, description)`` from ``args.run_dir`` or ``args.model``."""
+    """``(model, description, test set)`` from ``args.run_dir`` (the run's test split, when
+    the loaded run has one) or ``args.model`` (no data: ``None``)."""
     import ctrnn.models
 
     if args.run_dir is not None:
@@ -38,7 +39,9 @@ def load_model(args: argparse.Namespace):
 
         loaded = load_run(args.run_dir)
         config = dict(getattr(loaded, "config", {}) or {})
-        return loaded.model, {"run_dir": str(args.run_dir), "config": config}
+        splits = getattr(loaded, "splits", None)
+        test = None if splits is None else splits.test
+        return loaded.model, {"run_dir": str(args.run_dir), "config": config}, test
     if args.model is None:
         raise SystemExit(
             "ctrnn analyze: give a run directory or --model NAME (one of "
@@ -53,7 +56,27 @@ def load_model(args: argparse.Namespace):
             )
         except ValueError as e:
             raise SystemExit(f"ctrnn analyze: {e}") from None
-    return model, {"model": args.model, "options": options}
+    return model, {"model": args.model, "options": options}, None
+
+
+def _test_streams(test, batch: int, length: int) -> torch.Tensor:
+    """``(batch, length, channels)`` float64 inputs made of a dataset's series: each series'
+    missing values held at their last observation (as the models read them), the series
+    dealt to the ``batch`` streams in turn and joined end to end (from the first again when
+    the set runs out) until every stream has ``length`` steps."""
+    from ctrnn.models._base import prepare_sequence
+
+    streams: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    filled = [0] * batch
+    i = 0
+    while min(filled) < length:
+        sample = test[i % len(test)]
+        values = prepare_sequence(sample.values[None].double(), None, sample.mask[None], "")[0]
+        b = filled.index(min(filled))
+        streams[b].append(values[0])
+        filled[b] += values.shape[1]
+        i += 1
+    return torch.stack([torch.cat(parts)[:length] for parts in streams])
 
 
 def _input_size(model) -> int:
@@ -87,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ctrnn import analysis
     from ctrnn.models import SequenceModel
 
-    model, source = load_model(args)
+    model, source, test = load_model(args)
     model = copy.deepcopy(model).double().eval()
     chosen = [a for a in ANALYSES if getattr(args, a)] or list(ANALYSES)
     out = Path(args.out)
@@ -96,13 +119,21 @@ def run(args: argparse.Namespace) -> int:
     cell, raw = _cell_of(model)
     seq = isinstance(model, SequenceModel)
     channels = _input_size(model) if raw else cell.input_size
-    x = torch.randn(args.batch, args.length, channels, generator=g, dtype=torch.float64)
+    if raw and test is not None and len(test) > 0:
+        x = _test_streams(test, args.batch, args.length)
+        described = (
+            f"the run's test series (missing values held), joined end to end into "
+            f"{args.batch} streams of length {args.length}, {channels} ch."
+        )
+    else:
+        x = torch.randn(args.batch, args.length, channels, generator=g, dtype=torch.float64)
+        described = f"standard normal, batch {args.batch}, length {args.length}, {channels} ch."
     report: dict = {
         "source": source,
         "model": type(model).__name__,
         "cell": type(cell).__name__,
         "state_size": cell.state_size,
-        "input": f"standard normal, batch {args.batch}, length {args.length}, {channels} ch.",
+        "input": described,
         "figures": {},
     }
     if not raw:

@@ -161,3 +161,29 @@ def test_the_ctrnn_command_runs_analyze_on_a_fresh_model(tmp_path, capsys):
     assert set(report["figures"]) == {"lyapunov"} and (out / "lyapunov.png").is_file()
     with pytest.raises(SystemExit, match="unknown model 'nope'"):
         main(["analyze", "--model", "nope", "--out", str(out)])
+
+
+def test_a_trained_run_is_driven_by_its_own_test_series(tmp_path):
+    from ctrnn.data import TimeSeriesDataset
+    from ctrnn.train import TrainConfig, train
+
+    # streams: series dealt in turn, missing values held, joined end to end, cycled
+    nan = float("nan")
+    a = torch.tensor([[1.0, 2.0], [nan, 3.0], [4.0, nan]])
+    b = torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    ds = TimeSeriesDataset([a, b], torch.tensor([0, 1]))
+    x = _cli._test_streams(ds, 2, 5)
+    held_a = torch.tensor([[1.0, 2.0], [1.0, 3.0], [4.0, 3.0]], dtype=torch.float64)
+    assert x.shape == (2, 5, 2) and x.dtype == torch.float64
+    torch.testing.assert_close(x[0], torch.cat([held_a, b.double()]))  # a, then b again
+    torch.testing.assert_close(x[1], torch.cat([b.double(), held_a])[:5])
+
+    config = TrainConfig(model="gru", hidden_size=4, dataset="JapaneseVowels", epochs=1)
+    train(config, tmp_path / "run", progress=False)
+    out = tmp_path / "figs"
+    args = parse(str(tmp_path / "run"), "--lyapunov", "--length", "40", "--out", str(out))
+    assert _cli.run(args) == 0
+    report = json.loads((out / "analysis.json").read_text())
+    assert report["input"].startswith("the run's test series")
+    assert report["source"]["config"]["dataset"] == "JapaneseVowels"
+    assert len(report["lyapunov"]["exponents_mean"]) == 4
