@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ._integrate import (
+    FixedSchedule,
     Outcome,
     fixed_schedule,
     integrate_adaptive,
@@ -36,6 +37,17 @@ class Config:
     rtol: float
     atol: float
     max_steps: int
+    # Planned before the solve (solvers.prepare): the fixed steps over the (lanes, T) grid,
+    # and for BacksolveAdjoint the backward steps of each output interval (index j - 1 for
+    # the interval that ends at output j). None: planned when needed, by reading the grid.
+    schedule: FixedSchedule | None = None
+    backward: tuple[FixedSchedule, ...] | None = None
+
+    def fixed_schedule(self, t: torch.Tensor) -> FixedSchedule:
+        """The fixed steps over the ``(lanes, T)`` grid ``t``: the planned ones, if any."""
+        if self.schedule is not None:
+            return self.schedule
+        return fixed_schedule(t, self.dt, self.max_steps)
 
 
 class AbstractAdjoint:
@@ -149,6 +161,8 @@ class BacksolveAdjoint(AbstractAdjoint):
             rtol=self.rtol if self.rtol is not None else cfg.rtol,
             atol=self.atol if self.atol is not None else cfg.atol,
             max_steps=cfg.max_steps,
+            schedule=None,
+            backward=cfg.backward,
         )
         if not back.adaptive and bcfg.dt is None:
             raise ValueError(
@@ -197,7 +211,8 @@ class _Backsolve(torch.autograd.Function):
                 torch.zeros_like(tn),
                 *[torch.zeros_like(p) for p in params],
             )
-            end = _solve_unit_interval(field, bcfg, state, tp, tn)
+            planned = bcfg.backward[j - 1] if bcfg.backward is not None else None
+            end = _solve_unit_interval(field, bcfg, state, tp, tn, planned)
             a = end[1] + grad_ys[:, j - 1]
             g_t[:, j - 1] += end[2]
             g_t[:, j] += end[3]
@@ -234,34 +249,36 @@ def _augmented_field(problem, tp, tn, params, batch: int, want_t: bool):
     return field
 
 
-def _solve_unit_interval(field, bcfg: Config, state, tp, tn):
-    """Integrate the augmented state over ``r ∈ [0, 1]`` with one step size for the batch."""
-    dev, dtype = state[0].device, state[0].dtype
-    grid = torch.tensor([[0.0, 1.0]], device=dev, dtype=dtype)
-    f0 = field(grid[:, 0], state)
+def _solve_unit_interval(field, bcfg: Config, state, tp, tn, planned: FixedSchedule | None):
+    """Integrate the augmented state over ``r ∈ [0, 1]`` with one step size for the batch.
+
+    A fixed-step backward solve takes the planned schedule when there is one; then nothing
+    is read back to the host (the step count was checked against ``max_steps`` when it was
+    planned).
+    """
     tab = bcfg.method.tableau
-    if tab.adaptive:
+    r0 = torch.zeros(1, device=state[0].device, dtype=state[0].dtype)
+    f0 = field(r0, state)
+    if not tab.adaptive:
+        sched = planned if planned is not None else unit_schedule(tp, tn, bcfg)
+        return integrate_fixed(field, tab, state, f0, sched).final
 
-        def seminorm(e, a, b):
-            per_sample = rms_norm(e[:2], a[:2], b[:2], bcfg.rtol, bcfg.atol)
-            return per_sample.max().reshape(1)
+    def seminorm(e, a, b):
+        per_sample = rms_norm(e[:2], a[:2], b[:2], bcfg.rtol, bcfg.atol)
+        return per_sample.max().reshape(1)
 
-        out = integrate_adaptive(
-            field,
-            tab,
-            bcfg.method.controller,
-            state,
-            f0,
-            grid,
-            seminorm,
-            max_steps=bcfg.max_steps,
-            record=False,
-        )
-    else:
-        span = torch.stack([tp.detach(), tn.detach()], dim=1)
-        n = int(steps_per_interval(span, bcfg.dt).max())
-        sched = fixed_schedule(grid, 1.0 / n, bcfg.max_steps)
-        out = integrate_fixed(field, tab, state, f0, sched)
+    grid = torch.stack([r0, torch.ones_like(r0)], dim=1)
+    out = integrate_adaptive(
+        field,
+        tab,
+        bcfg.method.controller,
+        state,
+        f0,
+        grid,
+        seminorm,
+        max_steps=bcfg.max_steps,
+        record=False,
+    )
     code = int(out.status[0])
     if code != Status.SUCCESS:
         raise SolverError(
@@ -270,6 +287,25 @@ def _solve_unit_interval(field, bcfg: Config, state, tp, tn):
             " (in the backward solve of BacksolveAdjoint)",
         )
     return out.final
+
+
+def unit_schedule(tp: torch.Tensor, tn: torch.Tensor, bcfg: Config) -> FixedSchedule:
+    """The fixed backward steps of one output interval, mapped onto ``[0, 1]``.
+
+    The interval ``[tp, tn]`` (``(lanes,)`` each) takes as many steps of at most ``bcfg.dt``
+    as its longest lane needs; more than ``max_steps`` raises :class:`SolverError`.
+    """
+    span = torch.stack([tp.detach(), tn.detach()], dim=1)
+    n = int(steps_per_interval(span, bcfg.dt).max())
+    if n > bcfg.max_steps:
+        raise SolverError(
+            Status.MAX_STEPS,
+            list(range(tp.shape[0])),
+            f" (the backward solve of BacksolveAdjoint needs {n} steps of dt={bcfg.dt!r} on "
+            f"one output interval, more than max_steps={bcfg.max_steps})",
+        )
+    grid = torch.tensor([[0.0, 1.0]], device=tp.device, dtype=tp.dtype)
+    return fixed_schedule(grid, 1.0 / n, bcfg.max_steps)
 
 
 _ADJOINTS = {

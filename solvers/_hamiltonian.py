@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._integrate import Outcome, _gather_outputs, fixed_schedule
+from ._integrate import Outcome, _gather_outputs
 from ._methods import ExplicitRungeKutta, register_method
 from ._problems import AbstractProblem
 from ._rk import lane_view
@@ -378,7 +378,7 @@ class SymplecticSplitting:
                 "HamiltonianODE(dp, dq) or HamiltonianODE.from_hamiltonian(kinetic, potential); "
                 f"got {problem!r}. Use a Runge–Kutta method such as 'rk4' or 'dopri5' for it"
             )
-        sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
+        sched = cfg.fixed_schedule(t)
         N = len(sched.ts)
         if checkpoint_every == "auto":
             checkpoint_every = max(1, math.isqrt(N))

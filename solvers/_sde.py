@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ._brownian import BrownianPath, step_tree
-from ._integrate import Outcome, _gather_outputs, fixed_schedule, steps_per_interval
+from ._integrate import Outcome, _gather_outputs, steps_per_interval
 from ._problems import AbstractProblem
 from ._solution import Status
 
@@ -277,7 +277,7 @@ class SDESchedule:
     """
 
     def __init__(self, problem: SDE, cfg, y0, t, g0):
-        self.sched = sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
+        self.sched = sched = cfg.fixed_schedule(t)
         shape = problem._noise_shape(y0, g0)
         self.bm = None if problem.brownian is None else problem._checked_brownian(t, shape)
         self.N = N = len(sched.ts)

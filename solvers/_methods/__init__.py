@@ -8,7 +8,6 @@ import torch
 
 from .._controller import PIDController
 from .._integrate import (
-    fixed_schedule,
     forward_field,
     integrate_adaptive,
     integrate_fixed,
@@ -106,7 +105,7 @@ class ExplicitRungeKutta:
                 h0=cfg.dt,
                 checkpoint_every=checkpoint_every,
             )
-        sched = fixed_schedule(t, cfg.dt, cfg.max_steps)
+        sched = cfg.fixed_schedule(t)
         if checkpoint_every == "auto":
             checkpoint_every = max(1, math.isqrt(len(sched.ts)))
         return integrate_fixed(
