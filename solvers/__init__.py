@@ -1,6 +1,7 @@
 """Numerical integration of differential equations in PyTorch, batch first.
 
-One entry point, :func:`solve`. Problems: :class:`ODE`, :class:`CDE` (driven by a path from
+One entry point, :func:`solve`; :func:`prepare` plans a fixed-step solve once, so that its
+calls can be compiled or captured in CUDA graphs. Problems: :class:`ODE`, :class:`CDE` (driven by a path from
 :func:`interpolate`), :class:`SDE` (with a :class:`BrownianPath`), :class:`DDE` and
 :class:`HamiltonianODE`. Methods: explicit Runge–Kutta tableaus and symplectic splittings
 (:func:`methods`), SDE schemes (:func:`sde_methods`). Adjoints: ``"direct"``,
@@ -29,6 +30,7 @@ from ._interpolation import (
     interpolate,
 )
 from ._methods import ExplicitRungeKutta, methods
+from ._prepared import PreparedSolve, prepare
 from ._problems import ODE, AbstractProblem
 from ._sde import SDE, sde_methods
 from ._solution import Solution, SolverError, Stats, Status
@@ -55,6 +57,7 @@ __all__ = [
     "LinearPath",
     "NaturalCubicPath",
     "PIDController",
+    "PreparedSolve",
     "RectilinearPath",
     "Solution",
     "SolverError",
@@ -64,6 +67,7 @@ __all__ = [
     "hermite_interpolant",
     "interpolate",
     "methods",
+    "prepare",
     "sde_methods",
     "solve",
 ]

@@ -23,14 +23,12 @@ class NativeBackend(AbstractBackend):
 
     name = "native"
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
-        cfg = Config(method, dt, rtol, atol, max_steps)
+    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps, cfg=None):
+        """``cfg``, when given, is a :class:`Config` with planned schedules (``prepare``)."""
+        if cfg is None:
+            cfg = Config(method, dt, rtol, atol, max_steps)
         B = y0.shape[0]
-        # A fixed-step solve on a shared grid runs as one lane: one schedule for the batch.
-        lanes_t = t[None] if t.ndim == 1 else t
-        if method.adaptive and t.ndim == 1:
-            lanes_t = t.expand(B, -1)
-        out = adjoint.run(problem, cfg, y0, lanes_t, f0)
+        out = adjoint.run(problem, cfg, y0, self.lanes(t, method, B), f0)
         status = out.status.expand(B).clone() if out.status.shape[0] == 1 else out.status
         n_acc = out.n_accepted.expand(B).clone() if out.n_accepted.shape[0] == 1 else out.n_accepted
         n_rej = out.n_rejected.expand(B).clone() if out.n_rejected.shape[0] == 1 else out.n_rejected
@@ -39,6 +37,14 @@ class NativeBackend(AbstractBackend):
             bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
             status = torch.where(bad & (status == Status.SUCCESS), int(Status.NONFINITE), status)
         return Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+
+    @staticmethod
+    def lanes(t: torch.Tensor, method, batch: int) -> torch.Tensor:
+        """The ``(lanes, T)`` grid a solve runs on: a fixed-step solve on a shared grid runs
+        as one lane (one schedule for the batch), an adaptive one as a lane per sample."""
+        if t.ndim == 2:
+            return t
+        return t.expand(batch, -1) if method.adaptive else t[None]
 
 
 _TORCHDIFFEQ_METHODS = {

@@ -58,14 +58,10 @@ def solve(
     method = get_method(method)
     adjoint = get_adjoint(adjoint)
     backend = get_backend(backend)
-    if not method.accepts(problem):
-        raise ValueError(
-            f"method {method.name!r} does not accept a {type(problem).__name__} problem; it "
-            f"accepts {', '.join(p.__name__ for p in method.problems)}"
-        )
-    _check_state(y0)
+    check_accepts(method, problem)
+    check_state(y0)
     t = _check_times(t, y0)
-    _check_numbers(method, dt, rtol, atol, max_steps)
+    check_numbers(method, dt, rtol, atol, max_steps)
     t0 = t[0] if t.ndim == 1 else t[:, 0]
     f0 = problem.check(t0.expand(y0.shape[0]), y0)
     sol = backend.solve(problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps)
@@ -74,7 +70,15 @@ def solve(
     return sol
 
 
-def _check_state(y0) -> None:
+def check_accepts(method, problem) -> None:
+    if not method.accepts(problem):
+        raise ValueError(
+            f"method {method.name!r} does not accept a {type(problem).__name__} problem; it "
+            f"accepts {', '.join(p.__name__ for p in method.problems)}"
+        )
+
+
+def check_state(y0) -> None:
     if not isinstance(y0, torch.Tensor):
         raise TypeError(f"y0 must be a tensor of shape (batch, *state), got {type(y0).__name__}")
     if y0.ndim < 1:
@@ -88,10 +92,6 @@ def _check_state(y0) -> None:
 def _check_times(t, y0) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
-    if t.ndim not in (1, 2):
-        raise ValueError(f"t must have shape (T,) or (batch, T), got shape {tuple(t.shape)}")
-    if t.shape[-1] < 1:
-        raise ValueError("t must hold at least one time, the initial time")
     if t.ndim == 2 and t.shape[0] != y0.shape[0]:
         raise ValueError(
             f"per-sample times t of shape {tuple(t.shape)} have batch {t.shape[0]}, "
@@ -99,7 +99,16 @@ def _check_times(t, y0) -> torch.Tensor:
         )
     if t.device != y0.device:
         raise ValueError(f"t is on {t.device} but y0 is on {y0.device}")
-    t = t.to(y0.dtype)
+    return check_grid(t.to(y0.dtype))
+
+
+def check_grid(t: torch.Tensor) -> torch.Tensor:
+    """Check that ``t`` is a ``(T,)`` or ``(batch, T)`` grid of finite, strictly increasing
+    times (host reads: before any loop)."""
+    if t.ndim not in (1, 2):
+        raise ValueError(f"t must have shape (T,) or (batch, T), got shape {tuple(t.shape)}")
+    if t.shape[-1] < 1:
+        raise ValueError("t must hold at least one time, the initial time")
     td = t.detach()
     if not bool(torch.isfinite(td).all()):
         bad = torch.nonzero(~torch.isfinite(td))[0].tolist()
@@ -118,7 +127,7 @@ def _check_times(t, y0) -> torch.Tensor:
     return t
 
 
-def _check_numbers(method, dt, rtol, atol, max_steps) -> None:
+def check_numbers(method, dt, rtol, atol, max_steps) -> None:
     if dt is None and not method.adaptive:
         raise ValueError(f"method {method.name!r} is fixed-step: pass dt, the step size")
     if dt is not None and (isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0)):

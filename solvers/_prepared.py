@@ -1,0 +1,273 @@
+"""A fixed-step solve planned once, whose calls read nothing back to the host.
+
+:func:`solve` validates its times and plans its steps on the host at every call: a few reads
+of device tensors, which stop a CUDA graph capture and break a ``torch.compile`` graph.
+:func:`prepare` does that work once, for a time grid that stays the same from call to call
+(the usual case when training on fixed-length sequences or a fixed horizon). Each call of
+the returned :class:`PreparedSolve` then runs only tensor operations, so it can be
+
+* called eagerly: the same results as ``solve(..., throw=False)``;
+* compiled: ``torch.compile(prepared, fullgraph=True)``;
+* captured, forward and backward, in CUDA graphs: :meth:`PreparedSolve.cuda_graph`. This is
+  what removes the launch overhead of a loop of small kernels (PERFORMANCE.md: 6-10x on
+  the GPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from ._adjoint import BacksolveAdjoint, Config, get_adjoint, unit_schedule
+from ._backends import NativeBackend
+from ._hamiltonian import SymplecticSplitting
+from ._integrate import fixed_schedule
+from ._methods import ExplicitRungeKutta, get_method
+from ._problems import AbstractProblem
+from ._solution import Solution
+from ._solve import check_accepts, check_grid, check_numbers, check_state
+
+__all__ = ["PreparedSolve", "prepare"]
+
+# rtol/atol play no part in a fixed-step solve; the Config still carries numbers.
+_UNUSED_RTOL, _UNUSED_ATOL = 1e-5, 1e-6
+
+
+def prepare(
+    problem: AbstractProblem,
+    t: torch.Tensor,
+    *,
+    method: str | ExplicitRungeKutta = "rk4",
+    dt: float,
+    adjoint="direct",
+    max_steps: int = 10_000,
+) -> PreparedSolve:
+    """Plan a fixed-step solve of ``problem`` over the times ``t`` once, for many calls.
+
+    Every check and every host read that :func:`solve` makes (the times are finite and
+    increasing, the step schedule, the backward steps of ``adjoint="backsolve"``) happens
+    here. Calling the result with an initial state runs the solver loop and nothing else.
+
+    Args:
+        problem: an :class:`ODE`, :class:`CDE` or :class:`HamiltonianODE` (problems solved by
+            the method's own loop). SDEs and DDEs are not planned ahead: their Brownian
+            increments and history look-ups are placed on the host; use :func:`solve`.
+        t: output times, ``(T,)`` shared by the batch or ``(batch, T)`` per sample, strictly
+            increasing; a floating-point tensor on the device and of the dtype of the
+            states the solve will be called with.
+        method: a fixed-step method: ``euler``, ``midpoint``, ``heun``, ``rk4``, a fixed-step
+            :class:`ButcherTableau`, or for a separable ``HamiltonianODE`` a symplectic method.
+        dt: the step size; each output interval is split into ``⌈Δt/dt⌉`` equal steps.
+        adjoint: ``"direct"``, ``"checkpoint"``, ``"backsolve"`` or an adjoint object. A
+            ``BacksolveAdjoint`` must integrate backwards with a fixed-step method too (the
+            default: the forward method and ``dt``).
+        max_steps: most steps per sample; samples that would need more stop there and are
+            marked ``MAX_STEPS`` (their unreached outputs are NaN).
+
+    Returns:
+        A :class:`PreparedSolve`; ``prepared(y0)`` returns the :class:`Solution`.
+    """
+    return PreparedSolve(problem, t, method=method, dt=dt, adjoint=adjoint, max_steps=max_steps)
+
+
+class PreparedSolve:
+    """A fixed-step solve over a planned time grid (made by :func:`prepare`).
+
+    ``prepared(y0)`` equals ``solvers.solve(problem, y0, t, ..., throw=False)`` (the same
+    operations in the same order, so the same numbers), but reads nothing back to the host:
+    failures are not raised, they are in ``Solution.status_codes`` (``NONFINITE`` where a
+    sample's outputs are not finite, ``MAX_STEPS`` where the plan cut a sample short).
+
+    The first call with a given shape, dtype and device of ``y0`` checks the vector field's
+    output at ``t0`` (a shape check, no host read of values); later calls only evaluate it.
+
+    Attributes:
+        problem: the problem.
+        t: the output times, as checked.
+        method: the method object.
+        adjoint: the adjoint object.
+        num_steps: the steps of the longest sample.
+    """
+
+    def __init__(self, problem, t, *, method, dt, adjoint, max_steps):
+        if not isinstance(problem, AbstractProblem):
+            raise TypeError(
+                f"prepare: problem must be a solvers problem such as ODE(f), got "
+                f"{type(problem).__name__}"
+            )
+        name = type(problem).__name__
+        if type(problem).integrate is not AbstractProblem.integrate or hasattr(
+            problem, "backsolve"
+        ):
+            raise ValueError(
+                f"prepare plans ODE, CDE and HamiltonianODE solves; a {name} problem places "
+                "its Brownian increments or delayed values on the host at every solve. Use "
+                "solvers.solve for it"
+            )
+        method = get_method(method)
+        if not isinstance(method, (ExplicitRungeKutta, SymplecticSplitting)) or method.adaptive:
+            kind = "adaptive" if method.adaptive else type(method).__name__
+            raise ValueError(
+                f"prepare needs a fixed-step method (euler, midpoint, heun, rk4, or a "
+                f"symplectic method); got {method.name!r} ({kind}). An adaptive solve reads its "
+                "step-size decision back to the host at every step: use solvers.solve"
+            )
+        check_accepts(method, problem)
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(
+                "prepare: t must be a floating-point tensor on the device and of the dtype of "
+                f"the states to solve, got {got}"
+            )
+        t = check_grid(t)
+        check_numbers(method, dt, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
+        adjoint = get_adjoint(adjoint)
+        lanes_t = NativeBackend.lanes(t, method, t.shape[0] if t.ndim == 2 else 1)
+        backward = None
+        if isinstance(adjoint, BacksolveAdjoint):
+            backward = _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps)
+        self.problem, self.t, self.method, self.adjoint = problem, t, method, adjoint
+        self._dt, self._max_steps = dt, max_steps
+        self._cfg = Config(
+            method,
+            dt,
+            _UNUSED_RTOL,
+            _UNUSED_ATOL,
+            max_steps,
+            schedule=fixed_schedule(lanes_t, dt, max_steps),
+            backward=backward,
+        )
+        self.num_steps = len(self._cfg.schedule.ts)
+        self._t0 = t[0] if t.ndim == 1 else t[:, 0]
+        self._checked: set = set()
+
+    def __call__(self, y0: torch.Tensor) -> Solution:
+        """Solve from ``y0`` (``(batch, *state)``); returns the :class:`Solution`."""
+        self._check_y0(y0)
+        t0 = self._t0.expand(y0.shape[0])
+        key = (tuple(y0.shape), y0.dtype, y0.device)
+        if key in self._checked:
+            f0 = self.problem.vector_field(t0, y0)
+        else:
+            f0 = self.problem.check(t0, y0)
+            self._checked.add(key)
+        return NativeBackend().solve(
+            self.problem,
+            y0,
+            self.t,
+            f0,
+            self.method,
+            self._dt,
+            _UNUSED_RTOL,
+            _UNUSED_ATOL,
+            self.adjoint,
+            self._max_steps,
+            cfg=self._cfg,
+        )
+
+    def _check_y0(self, y0) -> None:
+        check_state(y0)
+        t = self.t
+        if y0.dtype != t.dtype or y0.device != t.device:
+            raise ValueError(
+                f"this solve was prepared for states of dtype {t.dtype} on {t.device} (those "
+                f"of t); got y0 of dtype {y0.dtype} on {y0.device}"
+            )
+        if t.ndim == 2 and y0.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"this solve was prepared for per-sample times t of shape {tuple(t.shape)}, "
+                f"batch {t.shape[0]}; got y0 of batch {y0.shape[0]}"
+            )
+
+    def cuda_graph(
+        self,
+        y0: torch.Tensor,
+        *,
+        params: Iterable[torch.Tensor] | None = None,
+        warmup: int = 3,
+    ) -> Callable[[torch.Tensor], Solution]:
+        """Capture the forward and the backward pass of this solve in CUDA graphs.
+
+        Uses :func:`torch.cuda.make_graphed_callables`: ``y0`` is a sample of the initial
+        states (its shape, dtype and ``requires_grad`` are fixed from now on); the solve runs
+        ``warmup`` times on a side stream, then is captured. The returned function takes an
+        initial state like ``y0`` and returns a :class:`Solution` whose ``ys`` takes part in
+        autograd like the eager one: ``loss.backward()`` replays the backward graph and
+        accumulates gradients into ``y0`` (when it requires grad) and ``params``.
+
+        Args:
+            y0: a sample initial state on a CUDA device.
+            params: the tensors that receive gradients besides ``y0``. Default: the
+                problem's parameters (those of ``f`` when it is an ``nn.Module``, and a CDE
+                path's tensors that require grad). Tensors that the vector field captures
+                from outside must be listed here, or they get no gradient.
+            warmup: eager runs before the capture.
+
+        Notes:
+            The graphs read ``y0`` and the parameters from fixed addresses: update
+            parameters in place (every ``torch.optim`` optimiser does), and do not replace
+            them. ``Solution.ys`` lives in the graph's memory and is overwritten by the next
+            call: clone it to keep it. Calls run in the order they were captured: forward,
+            then backward, before the next forward.
+        """
+        if not isinstance(y0, torch.Tensor) or y0.device.type != "cuda":
+            where = y0.device if isinstance(y0, torch.Tensor) else type(y0).__name__
+            raise ValueError(
+                f"cuda_graph needs a sample y0 on a CUDA device, got {where}; on the CPU call "
+                "the prepared solve directly, or torch.compile it"
+            )
+        self._check_y0(y0)
+        if params is None:
+            params = self.problem.parameters()
+        params = tuple(p for p in params if p.requires_grad)
+        box: dict = {}
+
+        def run(y, *_):
+            sol = self(y)
+            box.setdefault("stats", sol.stats)
+            return sol.ys, sol.status_codes
+
+        graphed = torch.cuda.make_graphed_callables(
+            run, (y0, *params), num_warmup_iters=warmup, allow_unused_input=True
+        )
+        sample = (tuple(y0.shape), y0.dtype, y0.device, y0.requires_grad)
+
+        def call(y: torch.Tensor) -> Solution:
+            got = (tuple(y.shape), y.dtype, y.device, y.requires_grad)
+            if got != sample:
+                raise ValueError(
+                    "a CUDA-graphed solve takes initial states like its sample (shape, dtype, "
+                    f"device, requires_grad) {sample}; got {got}"
+                )
+            ys, codes = graphed(y, *params)
+            return Solution(self.t, ys, codes, box["stats"])
+
+        return call
+
+    def __repr__(self):
+        return (
+            f"PreparedSolve({self.problem!r}, method={self.method.name!r}, dt={self._dt}, "
+            f"steps={self.num_steps}, adjoint={self.adjoint!r})"
+        )
+
+
+def _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps):
+    """The fixed backward steps of every output interval for a backsolve adjoint."""
+    if not problem.supports_backsolve:
+        raise ValueError(
+            f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
+            "use adjoint='direct' or 'checkpoint'"
+        )
+    back = get_method(adjoint.method) if adjoint.method is not None else method
+    if not hasattr(back, "tableau") or back.adaptive:
+        raise ValueError(
+            f"prepare: BacksolveAdjoint's backward method {back.name!r} is not a fixed-step "
+            "Runge–Kutta method; an adaptive backward solve reads its step sizes back to the "
+            "host. Pass BacksolveAdjoint(method='rk4') or another fixed-step method"
+        )
+    bdt = adjoint.dt if adjoint.dt is not None else dt
+    bcfg = Config(back, bdt, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
+    return tuple(
+        unit_schedule(lanes_t[:, j - 1], lanes_t[:, j], bcfg) for j in range(1, lanes_t.shape[1])
+    )
