@@ -400,8 +400,15 @@ def header(
 
 
 # ---------------------------------------------------------------------------------------------
-# docs/benchmarks.md: one section per device, one subsection per script
+# The note under every table with CUDA-graph rows (ode.py, cde.py).
+GRAPH_NOTE = (
+    "CUDA graph rows: `solvers.prepare(...).cuda_graph(y0)`, captured during the warm-up "
+    "runs. A replay calls no Python, so their NFE and saved-for-backward columns stay at what "
+    "the replay itself adds (none), and their peak GPU memory leaves out the graphs' private "
+    "memory pool, which was allocated at capture."
+)
 
+# docs/benchmarks.md: one section per device, one subsection per script
 SECTIONS = {"cpu": "## CPU", "cuda": "## GPU"}
 # subsection name -> the script that writes it, in the order of the file
 SUBSECTIONS = {"ODE": "ode.py", "CDE": "cde.py", "SDE": "sde.py"}

@@ -32,7 +32,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _common as common  # noqa: E402
-from _common import SECTIONS, WARMUP, Result  # noqa: E402, F401
+from _common import GRAPH_NOTE, SECTIONS, WARMUP, Result  # noqa: E402, F401
 
 import solvers  # noqa: E402
 
@@ -112,14 +112,6 @@ class Workload:
     adaptive: bool = False
     notes: list[str] = field(default_factory=list)
     results: dict[str, Result] = field(default_factory=dict)
-
-
-GRAPH_NOTE = (
-    "CUDA graph rows: `solvers.prepare(...).cuda_graph(y0)`, captured during the warm-up "
-    "runs. A replay calls no Python, so their NFE and saved-for-backward columns stay at what "
-    "the replay itself adds (none), and their peak GPU memory leaves out the graphs' private "
-    "memory pool, which was allocated at capture."
-)
 
 
 REFERENCE = "torchdiffeq odeint"

@@ -1,12 +1,12 @@
 """Numerical integration of differential equations in PyTorch, batch first.
 
 One entry point, :func:`solve`; :func:`prepare` plans a fixed-step solve once, so that its
-calls can be compiled or captured in CUDA graphs. Problems: :class:`ODE`, :class:`CDE` (driven by a path from
-:func:`interpolate`), :class:`SDE` (with a :class:`BrownianPath`), :class:`DDE` and
-:class:`HamiltonianODE`. Methods: explicit Runge–Kutta tableaus and symplectic splittings
-(:func:`methods`), SDE schemes (:func:`sde_methods`). Adjoints: ``"direct"``,
-``"backsolve"``, ``"checkpoint"``. Backends: :func:`backends`. This package knows nothing
-about RNNs.
+calls can be compiled or captured in CUDA graphs. Problems: :class:`ODE`, :class:`CDE`
+(driven by a path from :func:`interpolate`), :class:`SDE` (with a :class:`BrownianPath`),
+:class:`DDE` and :class:`HamiltonianODE`. Methods: explicit Runge–Kutta tableaus and
+symplectic splittings (:func:`methods`), SDE schemes (:func:`sde_methods`). Adjoints:
+``"direct"``, ``"backsolve"``, ``"checkpoint"``. Backends: :func:`backends`. This package
+knows nothing about RNNs.
 """
 
 from . import (

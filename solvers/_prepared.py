@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ._adjoint import BacksolveAdjoint, Config, get_adjoint, unit_schedule
+from ._adjoint import AbstractAdjoint, BacksolveAdjoint, Config, get_adjoint, unit_schedule
 from ._backends import NativeBackend
 from ._hamiltonian import SymplecticSplitting
 from ._integrate import fixed_schedule
@@ -40,7 +40,7 @@ def prepare(
     *,
     method: str | ExplicitRungeKutta = "rk4",
     dt: float,
-    adjoint="direct",
+    adjoint: str | AbstractAdjoint = "direct",
     max_steps: int = 10_000,
 ) -> PreparedSolve:
     """Plan a fixed-step solve of ``problem`` over the times ``t`` once, for many calls.
