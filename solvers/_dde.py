@@ -23,11 +23,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ._integrate import (
     Outcome,
     _gather_outputs,
+    checkpoint,
     fixed_schedule,
     initial_step,
     rms_norm,
@@ -424,9 +424,7 @@ def _integrate_fixed(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outcome:
             checkpoint_every = max(1, math.isqrt(N))
         for start in range(0, N, checkpoint_every):
             stop = min(start + checkpoint_every, N)
-            y, k1 = checkpoint(
-                lambda y_, k_, a=start, b=stop: run(a, b, y_, k_), y, k1, use_reentrant=False
-            )
+            y, k1 = checkpoint(lambda y_, k_, a=start, b=stop: run(a, b, y_, k_), y, k1)
     kept = [(records[r],) for r in sched.record]
     (ys,) = _gather_outputs(kept, sched.gather, sched.unreached, batch)
     if pos is not None:
@@ -706,7 +704,7 @@ def _integrate_adaptive(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outco
             info.setdefault("stop", k)
             return c_
 
-        carry = checkpoint(segment, *carry, use_reentrant=False)
+        carry = checkpoint(segment, *carry)
         m = info["stop"]
 
     ys = _assemble(y0, plans, events, lanes, T)

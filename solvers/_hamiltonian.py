@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ._integrate import Outcome, _gather_outputs
+from ._integrate import Outcome, _gather_outputs, checkpoint
 from ._methods import ExplicitRungeKutta, register_method
 from ._problems import AbstractProblem
 from ._rk import lane_view
@@ -427,7 +426,7 @@ class SymplecticSplitting:
                     p_, q_, _, kept = run(start, stop, p_, q_, force)
                     return (p_, q_, *kept)
 
-                p, q, *kept = checkpoint(segment, p, q, use_reentrant=False)
+                p, q, *kept = checkpoint(segment, p, q)
                 records += [(y,) for y in kept]
         ys = _gather_outputs(records, sched.gather, sched.unreached, batch)
         final = (torch.cat([p, q], dim=1),)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
 from ._controller import PIDController
 from ._rk import State, dense, lane_view, rk_step
@@ -30,6 +30,18 @@ class Outcome:
     n_accepted: torch.Tensor
     n_rejected: torch.Tensor
     nfe: int
+
+
+def checkpoint(fn, *args):
+    """``torch.utils.checkpoint`` (non-reentrant) for a segment of solver steps.
+
+    It saves and restores the random-number state around the recomputation, so that a
+    vector field that draws random numbers (dropout) sees the same draws twice, except while
+    a CUDA graph is being captured: saving the CUDA generator's state is not allowed then
+    (pytorch/pytorch#162504), and inside a graph a recomputation draws anew.
+    """
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    return _torch_checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=not capturing)
 
 
 def forward_field(problem, batch: int):
@@ -177,7 +189,7 @@ def integrate_fixed(
                 y_end, kept = run(start, stop, k1, *y_)
                 return (*y_end, *[c for s in kept for c in s])
 
-            flat = checkpoint(segment, *y, use_reentrant=False)
+            flat = checkpoint(segment, *y)
             m = len(y0)
             y = tuple(flat[:m])
             records += [tuple(flat[i : i + m]) for i in range(m, len(flat), m)]
@@ -379,7 +391,7 @@ def integrate_adaptive(
                 out += (*yq, j, valid)
             return out
 
-        flat = checkpoint(segment, *_flatten(carry), use_reentrant=False)
+        flat = checkpoint(segment, *_flatten(carry))
         n_carry = len(_flatten(carry))
         carry = _unflatten(keys, flat[:n_carry], m)
         rest = flat[n_carry:]

@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ._brownian import BrownianPath, step_tree
-from ._integrate import Outcome, _gather_outputs, steps_per_interval
+from ._integrate import Outcome, _gather_outputs, checkpoint, steps_per_interval
 from ._problems import AbstractProblem
 from ._solution import Status
 
@@ -397,7 +396,7 @@ def integrate_sde(method, problem, cfg, y0, t, *, checkpoint_every=None) -> Inte
                 y_end, extra_end, kept = run(start, stop, y_, tuple(extra_))
                 return (y_end, *extra_end, *kept)
 
-            flat = checkpoint(segment, y, *extra, use_reentrant=False)
+            flat = checkpoint(segment, y, *extra)
             y, extra = flat[0], tuple(flat[1 : 1 + n_extra])
             records += list(flat[1 + n_extra :])
     ys = _gather_outputs([(r,) for r in records], sched.gather, sched.unreached, B)
