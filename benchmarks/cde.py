@@ -170,16 +170,16 @@ def peer(adjoint: bool):
     return run
 
 
+ADJOINTS = ("direct", "checkpoint", "backsolve")
+
+
 def impls(dt: float, device: torch.device) -> dict:
-    out = {name: native(name.split()[1], dt) for name in NATIVE}
+    out = {f"native {a}": native(a, dt) for a in ADJOINTS}
     if device.type == "cuda":
-        out.update({f"{name}, CUDA graph": native_graphed(name.split()[1], dt) for name in NATIVE})
+        out.update({f"native {a}, CUDA graph": native_graphed(a, dt) for a in ADJOINTS})
     out[REFERENCE] = peer(False)
     out["torchcde adjoint"] = peer(True)
     return out
-
-
-NATIVE = ("native direct", "native checkpoint", "native backsolve")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = ["PreparedSolve", "prepare"]
 
 # rtol/atol play no part in a fixed-step solve; the Config still carries numbers.
 _UNUSED_RTOL, _UNUSED_ATOL = 1e-5, 1e-6
+_NATIVE = NativeBackend()
 
 
 def prepare(
@@ -128,7 +129,6 @@ class PreparedSolve:
         if isinstance(adjoint, BacksolveAdjoint):
             backward = _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps)
         self.problem, self.t, self.method, self.adjoint = problem, t, method, adjoint
-        self._dt, self._max_steps = dt, max_steps
         self._cfg = Config(
             method,
             dt,
@@ -152,18 +152,19 @@ class PreparedSolve:
         else:
             f0 = self.problem.check(t0, y0)
             self._checked.add(key)
-        return NativeBackend().solve(
+        cfg = self._cfg
+        return _NATIVE.solve(
             self.problem,
             y0,
             self.t,
             f0,
             self.method,
-            self._dt,
-            _UNUSED_RTOL,
-            _UNUSED_ATOL,
+            cfg.dt,
+            cfg.rtol,
+            cfg.atol,
             self.adjoint,
-            self._max_steps,
-            cfg=self._cfg,
+            cfg.max_steps,
+            cfg=cfg,
         )
 
     def _check_y0(self, y0) -> None:
@@ -247,7 +248,7 @@ class PreparedSolve:
 
     def __repr__(self):
         return (
-            f"PreparedSolve({self.problem!r}, method={self.method.name!r}, dt={self._dt}, "
+            f"PreparedSolve({self.problem!r}, method={self.method.name!r}, dt={self._cfg.dt}, "
             f"steps={self.num_steps}, adjoint={self.adjoint!r})"
         )
 
