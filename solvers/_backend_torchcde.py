@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
-from ._backends import _TORCHDIFFEQ_METHODS, AbstractBackend, register_backend
+from ._backends import (
+    _TORCHDIFFEQ_METHODS,
+    AbstractBackend,
+    register_backend,
+    torchdiffeq_options,
+)
 from ._cde import CDE
 from ._interpolation import (
     AbstractPiecewiseCubicPath,
@@ -75,13 +80,7 @@ class TorchcdeBackend(AbstractBackend):
         B = y0.shape[0]
         calls = [0]
         func = _Func(problem.f, y0.shape, calls)
-        options = {}
-        if method.adaptive:
-            options["max_num_steps"] = max_steps
-            if dt is not None:
-                options["first_step"] = dt
-        else:
-            options["step_size"] = dt
+        options = torchdiffeq_options(self.name, problem, method, dt, max_steps)
         kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
         if isinstance(adjoint, BacksolveAdjoint):
             own = tuple(problem.f.parameters()) if isinstance(problem.f, torch.nn.Module) else ()

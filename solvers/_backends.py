@@ -102,13 +102,7 @@ class TorchdiffeqBackend(AbstractBackend):
             calls[0] += 1
             return problem.vector_field(tt.expand(B), y)
 
-        options = {}
-        if method.adaptive:
-            options["max_num_steps"] = max_steps
-            if dt is not None:
-                options["first_step"] = dt
-        else:
-            options["step_size"] = dt
+        options = torchdiffeq_options(self.name, problem, method, dt, max_steps)
         kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
         try:
             if isinstance(adjoint, BacksolveAdjoint):
@@ -175,6 +169,25 @@ class TorchdiffeqBackend(AbstractBackend):
         if adjoint.atol is not None:
             out["adjoint_atol"] = adjoint.atol
         return out
+
+
+def torchdiffeq_options(backend: str, problem, method, dt, max_steps) -> dict:
+    """torchdiffeq's ``options`` for a solve: the step size of a fixed-step method; the step
+    limit, first step and the problem's jump times (``jump_t``) of an adaptive one."""
+    if not method.adaptive:
+        return {"step_size": dt}
+    options = {"max_num_steps": max_steps}
+    if dt is not None:
+        options["first_step"] = dt
+    jumps = problem.jump_times()
+    if jumps is not None:
+        if jumps.ndim != 1:
+            raise ValueError(
+                f"backend {backend!r} takes jump times shared by the batch, got shape "
+                f"{tuple(jumps.shape)}; per-sample jump times are handled by backend='native'"
+            )
+        options["jump_t"] = jumps.detach().unique()
+    return options
 
 
 class _AsModule(torch.nn.Module):

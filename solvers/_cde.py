@@ -54,6 +54,9 @@ class CDE(AbstractProblem):
         own = tuple(p for p in self.f.parameters()) if isinstance(self.f, nn.Module) else ()
         return tuple(p for p in (*own, *self.path.tensors()) if p.requires_grad)
 
+    def jump_times(self):
+        return self.path.jump_times
+
     def check(self, t0, y0):
         dx = self.path.derivative(t0[0])  # one time: the path's own batch, checked here
         if dx.shape[0] != y0.shape[0]:

@@ -246,15 +246,34 @@ def integrate_adaptive(
     h0: float | None = None,
     record: bool = True,
     checkpoint_every: int | None = None,
+    jumps: torch.Tensor | None = None,
 ) -> Outcome:
     """Adaptive solve over a ``(lanes, T)`` grid, each lane with its own step size.
 
     Outputs inside a step come from the method's interpolant. The loop reads one small
-    tensor back to the host per step (how many outputs the step passed, and whether all
-    lanes are done).
+    tensor back to the host per step (how many outputs the step passed, whether all lanes
+    are done, and whether a lane stepped onto a jump).
+
+    ``jumps`` (``(J,)`` or ``(lanes, J)``, sorted per lane) are times where the vector field
+    is not smooth in ``t`` (the knots of a CDE's control path). No step crosses one: a step
+    that would is shortened to end on it, its stages at the end see the field's left limit,
+    the next step starts with the field's value at the jump itself, and its size is the one
+    the controller proposed before the shortening (as OrdinaryDiffEq.jl does at its
+    ``tstops``). An error estimate over a step that straddles a kink is meaningless, so
+    without this a solve can miss its tolerance by orders of magnitude.
     """
     lanes, T = t.shape
     dev = t.device
+    if jumps is not None:
+        jumps = jumps.detach().to(device=dev, dtype=t.dtype)
+        jumps = jumps.expand(lanes, -1).contiguous() if jumps.ndim == 1 else jumps.contiguous()
+        if jumps.shape[0] != lanes:
+            raise ValueError(
+                f"jump times of shape {tuple(jumps.shape)} do not match the {lanes} lanes of "
+                "the solve"
+            )
+        if jumps.shape[1] == 0:
+            jumps = None
     k_order = tab.error_order + 1
     # Times keep their graph (gradients with respect to t); step sizes are constants.
     t0, tend = t[:, 0], t[:, -1]
@@ -281,17 +300,30 @@ def integrate_adaptive(
     )
     eps = torch.finfo(t0.dtype).eps
     stage_evals = tab.stages - 1 if tab.fsal else tab.stages
-    nfe = 0
+    nfe = 1 if h0 is None else 0  # the starting-step heuristic evaluates the field once
 
     def step(c):
-        """One attempted step for every lane; returns the new carry, events and a flag."""
+        """One attempted step for every lane; returns the new carry, events, whether every
+        lane is done, and how many evaluations of the field it made beyond the stages."""
         active = ~c["done"]
         remaining = tend - c["tcur"]
         hit = c["h"] >= remaining.detach()
-        hstep = torch.where(active, torch.where(hit, remaining, c["h"]), torch.zeros_like(c["h"]))
         y, tcur = c["y"], c["tcur"]
-        y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"])
-        t1 = torch.where(hit, tend, tcur + hstep)
+        if jumps is None:
+            jump = None
+            hstep = torch.where(hit, remaining, c["h"])
+            hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
+            y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"])
+            t1 = torch.where(hit, tend, tcur + hstep)
+        else:
+            nxt, to_jump = _next_jump(jumps, tcur.detach())
+            # a jump before the end is stepped onto; one at the end is the end
+            jump = (to_jump < remaining.detach()) & (c["h"] >= to_jump)
+            hit = hit & ~jump
+            hstep = torch.where(hit, remaining, torch.where(jump, to_jump, c["h"]))
+            hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
+            t1 = torch.where(hit, tend, torch.where(jump, nxt, tcur + hstep))
+            y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"], t1=t1, left=jump)
         with torch.no_grad():
             en = norm(
                 tuple(e.detach() for e in err),
@@ -304,6 +336,11 @@ def integrate_adaptive(
             factor = torch.where(finite, factor, torch.full_like(factor, controller.factor_min))
             factor = torch.where(accept, factor, factor.clamp(max=1.0))
             h_new = torch.where(active, hstep.detach() * factor, c["h"])
+            jumped = torch.zeros_like(accept)
+            if jump is not None:
+                # the shortening was not the error's doing: keep the size proposed before it
+                jumped = accept & jump
+                h_new = torch.where(jumped, torch.maximum(h_new, c["h"]), h_new)
             reached = accept & hit
             n_out = torch.zeros_like(c["idx"])
             if record:
@@ -328,8 +365,10 @@ def integrate_adaptive(
             )
             done = c["done"] | reached | (status != 0)
         events = []
+        # the step's one read back to the host
+        info = torch.stack([n_out.max(), done.all().long(), jumped.any().long()]).tolist()
+        all_done, any_jump = bool(info[1]), bool(info[2])
         if record:
-            info = torch.stack([n_out.max(), done.all().long()]).tolist()
             for r in range(info[0]):
                 j = c["idx"] + r
                 valid = r < n_out
@@ -341,13 +380,22 @@ def integrate_adaptive(
                 at_end = tq >= t1
                 yq = tuple(torch.where(lane_view(at_end, a), b, a) for a, b in zip(yq, y1))
                 events.append((yq, j, valid))
-            all_done = bool(info[1])
-        else:
-            all_done = bool(done.all())
         acc = lambda new, old: tuple(  # noqa: E731
             torch.where(lane_view(accept, o), n, o) for n, o in zip(new, old)
         )
-        k1_next = ks[-1] if tab.fsal else field(t1, y1)
+        extra = 0
+        if not tab.fsal:
+            k1_next = field(t1, y1)
+        elif any_jump:
+            # the last stage saw the left limit at the jump; the next step starts from the
+            # field's value at the jump (paths are right-continuous)
+            at_jump = field(t1, y1)
+            k1_next = tuple(
+                torch.where(lane_view(jumped, a), b, a) for a, b in zip(ks[-1], at_jump)
+            )
+            extra = 1
+        else:
+            k1_next = ks[-1]
         new = dict(
             y=acc(y1, y),
             k1=acc(k1_next, c["k1"]),
@@ -362,7 +410,7 @@ def integrate_adaptive(
             prev2=torch.where(accept, c["prev1"], c["prev2"]),
             done=done,
         )
-        return new, events, all_done
+        return new, events, all_done, extra
 
     events: list = []
     all_done = T == 1
@@ -370,9 +418,9 @@ def integrate_adaptive(
     keys = list(carry)
     while not all_done:
         if checkpoint_every is None:
-            carry, ev, all_done = step(carry)
+            carry, ev, all_done, extra = step(carry)
             events += ev
-            nfe += stage_evals + (not tab.fsal)
+            nfe += stage_evals + (not tab.fsal) + extra
             continue
         # A segment of steps is recomputed in the backward pass; step sizes are computed
         # from detached values, so the recomputation takes exactly the same steps.
@@ -380,12 +428,13 @@ def integrate_adaptive(
 
         def segment(*flat, seg_info=seg_info):
             c = _unflatten(keys, flat, m)
-            evs, done_, taken = [], False, 0
+            evs, done_, taken, extra = [], False, 0, 0
             while not done_ and taken < checkpoint_every:
-                c, ev, done_ = step(c)
+                c, ev, done_, x = step(c)
                 evs += ev
                 taken += 1
-            seg_info.update(n_events=len(evs), done=done_, taken=taken)
+                extra += x
+            seg_info.update(n_events=len(evs), done=done_, taken=taken, extra=extra)
             out = _flatten(c)
             for yq, j, valid in evs:
                 out += (*yq, j, valid)
@@ -399,10 +448,21 @@ def integrate_adaptive(
             chunk = rest[e * (m + 2) : (e + 1) * (m + 2)]
             events.append((tuple(chunk[:m]), chunk[m], chunk[m + 1]))
         all_done = seg_info["done"]
-        nfe += seg_info["taken"] * (stage_evals + (not tab.fsal))
+        nfe += seg_info["taken"] * (stage_evals + (not tab.fsal)) + seg_info["extra"]
 
     ys = _assemble_events(y0, events, lanes, T) if record else ()
     return Outcome(ys, carry["y"], carry["status"], carry["n_acc"], carry["n_rej"], nfe)
+
+
+def _next_jump(jumps: torch.Tensor, tcur: torch.Tensor):
+    """Each lane's first jump more than one ulp after ``tcur`` (``inf`` when none is left)
+    and the distance to it."""
+    after = torch.nextafter(tcur, torch.full_like(tcur, float("inf")))
+    pos = torch.searchsorted(jumps, after[:, None].contiguous(), right=True)[:, 0]
+    J = jumps.shape[1]
+    nxt = jumps.gather(1, pos.clamp(max=J - 1)[:, None])[:, 0]
+    nxt = torch.where(pos < J, nxt, torch.full_like(nxt, float("inf")))
+    return nxt, nxt - tcur
 
 
 def _flatten(c: dict) -> tuple:

@@ -52,6 +52,13 @@ class AbstractPath(abc.ABC):
         """The tensors the path is computed from at evaluation time; the continuous adjoint
         differentiates with respect to those that require grad."""
 
+    @property
+    def jump_times(self) -> torch.Tensor | None:
+        """Times where the path is not smooth (``(J,)`` or ``(batch, J)``, sorted); adaptive
+        solves of a CDE driven by the path step onto them. ``None`` (the default): a path
+        smooth on its whole interval."""
+        return None
+
 
 class AbstractPiecewiseCubicPath(AbstractPath):
     """A path that is a cubic polynomial on each piece between consecutive knots.
@@ -94,6 +101,13 @@ class AbstractPiecewiseCubicPath(AbstractPath):
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.coefficients, self.knots)
+
+    @property
+    def jump_times(self) -> torch.Tensor:
+        """The knots: a higher derivative of every kind jumps there (the first of
+        ``linear`` and ``rectilinear``, the second of ``hermite``, the third of
+        ``natural_cubic``)."""
+        return self.knots
 
     def evaluate(self, t) -> torch.Tensor:
         s, (a, b, c, d) = self._locate(t)

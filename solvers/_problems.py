@@ -24,6 +24,11 @@ class AbstractProblem:
     def parameters(self) -> tuple[torch.Tensor, ...]:
         return ()
 
+    def jump_times(self) -> torch.Tensor | None:
+        """Times where the vector field is not smooth in ``t`` (``(J,)`` or ``(batch, J)``,
+        sorted), which adaptive steps land on instead of crossing; ``None``: smooth."""
+        return None
+
     def integrate(self, cfg, y0, t, f0, *, checkpoint_every=None):
         """The native forward solve over a ``(lanes, T)`` grid; returns an ``Outcome``."""
         return cfg.method.integrate(self, cfg, y0, t, f0, checkpoint_every=checkpoint_every)
@@ -52,6 +57,32 @@ class AbstractProblem:
         return out
 
 
+def check_jump_times(jumps) -> torch.Tensor:
+    """``jumps`` as a ``(J,)`` or ``(batch, J)`` tensor, or a ValueError naming what is
+    wrong with it."""
+    if not isinstance(jumps, torch.Tensor):
+        raise ValueError(f"jump_times must be a tensor, got {type(jumps).__name__}")
+    if jumps.ndim not in (1, 2) or not jumps.is_floating_point():
+        raise ValueError(
+            "jump_times must be a floating-point tensor of shape (J,) or (batch, J), got "
+            f"dtype {jumps.dtype} and shape {tuple(jumps.shape)}"
+        )
+    jd = jumps.detach()
+    if not torch.isfinite(jd).all():
+        raise ValueError(f"jump_times must be finite, got {jumps}")
+    if jd.shape[-1] > 1:
+        bad = (jd.diff(dim=-1) < 0).nonzero()
+        if bad.shape[0]:
+            where = tuple(int(i) for i in bad[0])
+            *row, k = where
+            first = jd[(*row, k)], jd[(*row, k + 1)]
+            raise ValueError(
+                f"jump_times must be non-decreasing; at index {(*row, k + 1)} it goes from "
+                f"{float(first[0])} to {float(first[1])}"
+            )
+    return jd
+
+
 class ODE(AbstractProblem):
     """An ordinary differential equation ``dy/dt = f(t, y)``.
 
@@ -61,15 +92,37 @@ class ODE(AbstractProblem):
             current time (samples may be at different times: adaptive steps and per-sample
             grids are per sample). It returns ``dy/dt`` with the shape of ``y``. When ``f``
             is an ``nn.Module`` its parameters receive gradients under every adjoint.
+        jump_times: times where ``f`` is not smooth in ``t`` (a forcing that switches, an
+            input held between observations), ``(J,)`` or ``(batch, J)``, non-decreasing.
+            Adaptive steps land on them instead of crossing them; at a jump ``f`` is
+            evaluated from the left by the step that ends there and at the jump itself by
+            the step that starts there. Fixed-step solves ignore them (put them in ``t``).
     """
 
-    def __init__(self, f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    def __init__(
+        self,
+        f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        jump_times: torch.Tensor | None = None,
+    ):
         if not callable(f):
             raise TypeError(f"ODE: f must be callable as f(t, y), got {type(f).__name__}")
         self.f = f
+        self._jumps = None if jump_times is None else check_jump_times(jump_times)
 
     def vector_field(self, t, y):
         return self.f(t, y)
+
+    def jump_times(self):
+        return self._jumps
+
+    def check(self, t0, y0):
+        if self._jumps is not None and self._jumps.ndim == 2:
+            if self._jumps.shape[0] != y0.shape[0]:
+                raise ValueError(
+                    f"ODE: jump_times has batch {self._jumps.shape[0]} but y0 has batch "
+                    f"{y0.shape[0]}"
+                )
+        return super().check(t0, y0)
 
     def parameters(self):
         if isinstance(self.f, nn.Module):

@@ -34,25 +34,39 @@ def combine(y: State, h: torch.Tensor, weights, ks: list[State]) -> State:
 
 
 def rk_step(
-    field, tab: ButcherTableau, t: torch.Tensor, y: State, h: torch.Tensor, k1: State, t1=None
+    field,
+    tab: ButcherTableau,
+    t: torch.Tensor,
+    y: State,
+    h: torch.Tensor,
+    k1: State,
+    t1=None,
+    left: torch.Tensor | None = None,
 ):
     """Take one step of size ``h`` from ``(t, y)``; ``k1 = field(t, y)`` is given.
 
     ``t1``, when given, is the exact end of the step (``t + h`` can round past an output
-    time). Returns ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an
-    embedded estimate.
+    time). ``left`` (``(lanes,)`` bool) marks lanes whose step ends on a jump of the vector
+    field: every stage at the end of their step sees the left limit there, FSAL tableaus
+    included (the caller then evaluates the next step's first stage itself). Returns
+    ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an embedded estimate.
     """
     ks = [k1]
     yi = y
     for ci, row in zip(tab.c, tab.a):
         yi = combine(y, h, row, ks)
         ti = t + ci * h
-        if ci == 1.0 and not tab.fsal:
-            # A stage at the end of the step sees the left limit of a vector field that is
-            # only piecewise smooth in t (e.g. a CDE on a linear path: the slope jumps at each
-            # knot). For a smooth field this moves t by one ulp. FSAL tableaus reuse this
-            # stage as the next step's first, which must see the right limit: not nudged.
-            ti = torch.nextafter(ti if t1 is None else t1, t)
+        if ci == 1.0:
+            end = ti if t1 is None else t1
+            if not tab.fsal:
+                # A stage at the end of the step sees the left limit of a vector field that
+                # is only piecewise smooth in t (e.g. a CDE on a linear path: the slope jumps
+                # at each knot). For a smooth field this moves t by one ulp. FSAL tableaus
+                # reuse this stage as the next step's first, which must see the right limit:
+                # not nudged, unless the caller marks the lane (``left``).
+                ti = torch.nextafter(end, t)
+            elif left is not None:
+                ti = torch.where(left, torch.nextafter(end, t), ti)
         ks.append(field(ti, yi))
     # FSAL: the last stage was evaluated at the new state itself
     y1 = yi if tab.fsal else combine(y, h, tab.b, ks)

@@ -104,6 +104,7 @@ class ExplicitRungeKutta:
                 max_steps=cfg.max_steps,
                 h0=cfg.dt,
                 checkpoint_every=checkpoint_every,
+                jumps=problem.jump_times(),
             )
         sched = cfg.fixed_schedule(t)
         if checkpoint_every == "auto":
