@@ -10,6 +10,7 @@ knows nothing about RNNs.
 """
 
 from . import (
+    _backend_diffrax,  # noqa: F401  (registers the "diffrax" backend)
     _backend_torchcde,  # noqa: F401  (registers the "torchcde" backend)
     _backend_torchsde,  # noqa: F401  (registers the "torchsde" backend)
 )

@@ -42,7 +42,8 @@ def solve(
         rtol: relative tolerance of adaptive step-size control.
         atol: absolute tolerance of adaptive step-size control.
         adjoint: ``"direct"``, ``"backsolve"``, ``"checkpoint"`` or an adjoint object.
-        backend: ``"native"`` or ``"torchdiffeq"`` (see :func:`solvers.backends`).
+        backend: ``"native"``, or a peer: ``"torchdiffeq"``, ``"torchcde"``, ``"torchsde"``,
+            ``"diffrax"`` (see :func:`solvers.backends`).
         max_steps: most steps per sample (attempted steps for adaptive methods).
         throw: raise :class:`SolverError` when any sample fails; with ``False`` failing
             samples are marked in ``Solution.status`` and the others finish.
