@@ -8,35 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from peer_problem import F64, problem
 from torch import nn
 
 import solvers
 from solvers import CDE, ODE, SolverError, Status
 
 pytest.importorskip("diffrax")
-
-F64 = torch.float64
-
-
-class Field(nn.Module):
-    """A time-dependent MLP on (batch, 2, 3) states."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.l1 = nn.Linear(6, 8, dtype=F64)
-            self.l2 = nn.Linear(8, 6, dtype=F64)
-
-    def forward(self, t, y):
-        out = self.l2(torch.tanh(self.l1(y.flatten(1)))).reshape(y.shape)
-        return out * torch.cos(t)[:, None, None] - 0.2 * y
-
-
-def problem():
-    g = torch.Generator().manual_seed(1)
-    y0 = torch.randn(3, 2, 3, generator=g, dtype=F64)
-    return Field(), y0, torch.linspace(0.0, 1.0, 6, dtype=F64)
 
 
 def solution_and_grads(field, y0, t, **kw):
@@ -62,7 +40,7 @@ def test_diffrax_is_listed():
 def test_fixed_steps_agree_with_native_to_round_off(method):
     """diffrax steps on the native grid (StepTo), so both take the same steps of the same
     tableau: solutions and direct gradients agree to round-off."""
-    field, y0, t = problem()
+    field, y0, t = problem(6)
     sol, *grads = solution_and_grads(field, y0, t, method=method, dt=0.05, backend="diffrax")
     ref, *ref_grads = solution_and_grads(field, y0, t, method=method, dt=0.05)
     torch.testing.assert_close(sol.ys, ref.ys, rtol=0, atol=1e-13)
@@ -76,7 +54,7 @@ def test_fixed_steps_agree_with_native_to_round_off(method):
 )
 def test_adaptive_methods_agree_with_native(method):
     """diffrax's own tableaus and PID controller: agreement to the tolerance."""
-    field, y0, t = problem()
+    field, y0, t = problem(6)
     kw = dict(method=method, rtol=1e-10, atol=1e-10)
     sol, *grads = solution_and_grads(field, y0, t, backend="diffrax", **kw)
     ref, *ref_grads = solution_and_grads(field, y0, t, **kw)
@@ -89,7 +67,7 @@ def test_adjoints_agree():
     """diffrax's BacksolveAdjoint against its checkpointed direct gradient (to the
     tolerance), and against the native backsolve with the same fixed backward steps (to
     round-off: both integrate the same adjoint equation by the same Euler steps)."""
-    field, y0, t = problem()
+    field, y0, t = problem(6)
     kw = dict(method="dopri5", rtol=1e-10, atol=1e-10, backend="diffrax")
     _, *direct = solution_and_grads(field, y0, t, **kw)
     _, *back = solution_and_grads(field, y0, t, adjoint="backsolve", **kw)
@@ -102,7 +80,7 @@ def test_adjoints_agree():
 
 @pytest.mark.slow
 def test_checkpoint_adjoint_equals_direct():
-    field, y0, t = problem()
+    field, y0, t = problem(6)
     kw = dict(method="rk4", dt=0.02, backend="diffrax")
     _, *direct = solution_and_grads(field, y0, t, **kw)
     _, *ckpt = solution_and_grads(field, y0, t, adjoint=solvers.CheckpointAdjoint(every=7), **kw)

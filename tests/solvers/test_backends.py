@@ -6,37 +6,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from peer_problem import F64, problem
 
 import solvers
 from solvers import ODE, SolverError, Status
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
-
-F64 = torch.float64
-
-
-class Field(nn.Module):
-    """A time-dependent MLP on (batch, 2, 3) states."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.l1 = nn.Linear(6, 8, dtype=F64)
-            self.l2 = nn.Linear(8, 6, dtype=F64)
-
-    def forward(self, t, y):
-        out = self.l2(torch.tanh(self.l1(y.flatten(1)))).reshape(y.shape)
-        return out * torch.cos(t)[:, None, None] - 0.2 * y
-
-
-def problem():
-    field = Field()
-    g = torch.Generator().manual_seed(1)
-    y0 = torch.randn(3, 2, 3, generator=g, dtype=F64)
-    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
-    return field, y0, t
 
 
 def relative_error(a, b):
