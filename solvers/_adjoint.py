@@ -16,6 +16,7 @@ from ._integrate import (
     integrate_fixed,
     rms_norm,
     steps_per_interval,
+    vjp,
 )
 from ._solution import SolverError, Status
 
@@ -238,13 +239,12 @@ def _augmented_field(problem, tp, tn, params, batch: int, want_t: bool):
                 tt.expand(batch), y_
             )
             inputs = (y_, *((tp_, tn_) if want_t else ()), *params)
-            vjp = torch.autograd.grad(g, inputs, grad_outputs=a, allow_unused=True)
-        vjp = [torch.zeros_like(x) if v is None else v for v, x in zip(vjp, inputs)]
+            got = vjp(g, inputs, a)
         if want_t:
-            d_tp, d_tn, d_params = vjp[1], vjp[2], vjp[3:]
+            d_tp, d_tn, d_params = got[1], got[2], got[3:]
         else:
-            d_tp, d_tn, d_params = torch.zeros_like(tp), torch.zeros_like(tn), vjp[1:]
-        return (-g.detach(), vjp[0], d_tp, d_tn, *d_params)
+            d_tp, d_tn, d_params = torch.zeros_like(tp), torch.zeros_like(tn), got[1:]
+        return (-g.detach(), got[0], d_tp, d_tn, *d_params)
 
     return field
 

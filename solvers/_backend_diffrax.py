@@ -21,7 +21,7 @@ import torch
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from ._backends import AbstractBackend, register_backend
 from ._cde import CDE
-from ._integrate import steps_per_interval
+from ._integrate import steps_per_interval, vjp
 from ._methods import get_method
 from ._problems import ODE
 from ._solution import Solution, Stats, Status
@@ -225,18 +225,14 @@ class _Run:
             out = self.problem.vector_field(self.torch(t).expand(self.batch), self.torch(y))
         return out.cpu().numpy()
 
-    def vjp(self, t, y, g):
+    def field_vjp(self, t, y, g):
         y_ = self.torch(y).requires_grad_(True)
         with torch.enable_grad():
             out = self.problem.vector_field(self.torch(t).expand(self.batch), y_)
-            grads = torch.autograd.grad(out, (y_, *self.params), self.torch(g), allow_unused=True)
-        flat = [
-            (torch.zeros_like(p) if d is None else d).reshape(-1).to(self.dtype)
-            for d, p in zip(grads[1:], self.params)
-        ]
+            grads = vjp(out, (y_, *self.params), self.torch(g))
+        flat = [d.reshape(-1).to(self.dtype) for d in grads[1:]]
         theta = torch.cat(flat) if flat else torch.zeros(1, dtype=self.dtype, device=self.device)
-        gy = torch.zeros_like(y_) if grads[0] is None else grads[0]
-        return gy.cpu().numpy(), theta.cpu().numpy()
+        return grads[0].cpu().numpy(), theta.cpu().numpy()
 
     def theta(self) -> np.ndarray:
         """The parameters flattened: the argument JAX differentiates (the callbacks read the
@@ -346,7 +342,7 @@ def _jax_field():
         return _ACTIVE[0].field(t, y)
 
     def host_vjp(t, y, g):
-        return _ACTIVE[0].vjp(t, y, g)
+        return _ACTIVE[0].field_vjp(t, y, g)
 
     @jax.custom_vjp
     def field(t, y, theta):

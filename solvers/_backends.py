@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, Config, DirectAdjoint
+from ._integrate import refine_grid
 from ._problems import ODE
 from ._solution import Solution, Stats, Status
 
@@ -23,20 +24,40 @@ class NativeBackend(AbstractBackend):
 
     name = "native"
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps, cfg=None):
-        """``cfg``, when given, is a :class:`Config` with planned schedules (``prepare``)."""
+    def solve(
+        self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps, cfg=None, grid=None
+    ):
+        """``cfg``, when given, is a :class:`Config` with planned schedules, and ``grid`` the
+        planned :meth:`grid` (``prepare``)."""
         if cfg is None:
             cfg = Config(method, dt, rtol, atol, max_steps)
+        if grid is None:
+            grid = self.grid(problem, t, method, adjoint)
+        steps_t, positions = grid
         B = y0.shape[0]
-        out = adjoint.run(problem, cfg, y0, self.lanes(t, method, B), f0)
+        out = adjoint.run(problem, cfg, y0, self.lanes(steps_t, method, B), f0)
         status = out.status.expand(B).clone() if out.status.shape[0] == 1 else out.status
         n_acc = out.n_accepted.expand(B).clone() if out.n_accepted.shape[0] == 1 else out.n_accepted
         n_rej = out.n_rejected.expand(B).clone() if out.n_rejected.shape[0] == 1 else out.n_rejected
         ys = out.ys[0]
+        if positions is not None:  # the outputs among the jump times
+            index = positions.reshape(*positions.shape, *(1,) * (ys.ndim - 2))
+            ys = ys.gather(1, index.expand(B, -1, *ys.shape[2:]))
         with torch.no_grad():
             bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
             status = torch.where(bad & (status == Status.SUCCESS), int(Status.NONFINITE), status)
         return Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+
+    @staticmethod
+    def grid(problem, t: torch.Tensor, method, adjoint) -> tuple:
+        """``(times, positions)``: the times the solve steps between and where the outputs lie
+        among them (``None``: they are ``t`` itself). A loop that steps from time to time
+        (fixed steps; the backward solve of ``backsolve``) also steps onto the problem's jump
+        times; the adaptive loop handles them itself."""
+        if method.adaptive and not isinstance(adjoint, BacksolveAdjoint):
+            return t, None
+        refined = refine_grid(t, problem.jump_times())
+        return (t, None) if refined is None else refined
 
     @staticmethod
     def lanes(t: torch.Tensor, method, batch: int) -> torch.Tensor:

@@ -44,6 +44,21 @@ def checkpoint(fn, *args):
     return _torch_checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=not capturing)
 
 
+def vjp(outputs, inputs, grads) -> list[torch.Tensor]:
+    """``Σ grads · ∂outputs/∂input`` for each of ``inputs``; ``outputs`` and ``grads`` are a
+    tensor each or sequences of them. Zero for an input that the outputs do not depend on,
+    also when none of them depends on any input (a vector field constant in the state)."""
+    outs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+    cots = [grads] if isinstance(grads, torch.Tensor) else list(grads)
+    pairs = [(o, g) for o, g in zip(outs, cots) if o.requires_grad]
+    got = [None] * len(inputs)
+    if pairs:
+        got = torch.autograd.grad(
+            [o for o, _ in pairs], inputs, grad_outputs=[g for _, g in pairs], allow_unused=True
+        )
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs)]
+
+
 def forward_field(problem, batch: int):
     """Wrap ``problem.vector_field`` for the integrators: tuple state, per-lane time."""
 
@@ -75,6 +90,42 @@ class FixedSchedule:
     # N entries (lanes,): where each step ends, exactly the next output time for the last
     # step of an interval (t + h may round past it)
     t_ends: tuple[torch.Tensor, ...] = ()
+
+
+def refine_grid(t: torch.Tensor, jumps: torch.Tensor | None):
+    """Output times and jump times on one grid, for loops that step from grid point to grid
+    point (fixed steps, the backward solve of the continuous adjoint).
+
+    Returns ``(grid, positions)``, or ``None`` when no jump lies strictly between two output
+    times. ``grid`` is ``(T',)`` when ``t`` and ``jumps`` are shared by the batch and
+    ``(lanes, T')`` otherwise; it keeps the graph of ``t``. ``positions`` (``(1, T)`` or
+    ``(lanes, T)``) says where each output time lies in it. Lanes with fewer jumps are padded
+    at the end with repeats of their last time (intervals of length zero). Reads one number
+    back to the host (how many jumps a lane has at most).
+    """
+    if jumps is None:
+        return None
+    td = t.detach()
+    jd = jumps.detach().to(device=t.device, dtype=t.dtype)
+    shared = td.ndim == 1 and jd.ndim == 1
+    lanes = td.shape[0] if td.ndim == 2 else (jd.shape[0] if jd.ndim == 2 else 1)
+    t2 = t if t.ndim == 2 else t.expand(lanes, -1)
+    td2, jd2 = t2.detach().contiguous(), jd.expand(lanes, -1).contiguous()
+    T = td2.shape[1]
+    at = torch.searchsorted(td2, jd2).clamp(max=T - 1)
+    inside = (jd2 > td2[:, :1]) & (jd2 < td2[:, -1:]) & (td2.gather(1, at) != jd2)
+    inside[:, 1:] &= jd2[:, 1:] != jd2[:, :-1]  # each jump once
+    K = int(inside.sum(1).max())
+    if K == 0:
+        return None
+    extra = torch.where(inside, jd2, torch.full_like(jd2, float("inf"))).sort(dim=1).values
+    extra = extra[:, :K]
+    extra = torch.where(torch.isinf(extra), td2[:, -1:], extra)
+    # a stable sort keeps each output time before the padding that repeats it
+    grid, order = torch.cat([t2, extra], dim=1).sort(dim=1, stable=True)
+    positions = torch.empty_like(order)
+    positions.scatter_(1, order, torch.arange(T + K, device=t.device).expand(lanes, -1))
+    return (grid[0] if shared else grid), positions[:, :T]
 
 
 def steps_per_interval(t: torch.Tensor, dt: float) -> torch.Tensor:

@@ -124,7 +124,9 @@ class PreparedSolve:
         t = check_grid(t)
         check_numbers(method, dt, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
         adjoint = get_adjoint(adjoint)
-        lanes_t = NativeBackend.lanes(t, method, t.shape[0] if t.ndim == 2 else 1)
+        self._grid = NativeBackend.grid(problem, t, method, adjoint)
+        steps_t = self._grid[0]
+        lanes_t = NativeBackend.lanes(steps_t, method, steps_t.shape[0] if steps_t.ndim == 2 else 1)
         backward = None
         if isinstance(adjoint, BacksolveAdjoint):
             backward = _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps)
@@ -165,6 +167,7 @@ class PreparedSolve:
             self.adjoint,
             cfg.max_steps,
             cfg=cfg,
+            grid=self._grid,
         )
 
     def _check_y0(self, y0) -> None:

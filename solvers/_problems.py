@@ -94,9 +94,10 @@ class ODE(AbstractProblem):
             is an ``nn.Module`` its parameters receive gradients under every adjoint.
         jump_times: times where ``f`` is not smooth in ``t`` (a forcing that switches, an
             input held between observations), ``(J,)`` or ``(batch, J)``, non-decreasing.
-            Adaptive steps land on them instead of crossing them; at a jump ``f`` is
+            No step crosses them: adaptive steps land on them, fixed steps and the backward
+            steps of ``backsolve`` split the output intervals at them. At a jump ``f`` is
             evaluated from the left by the step that ends there and at the jump itself by
-            the step that starts there. Fixed-step solves ignore them (put them in ``t``).
+            the step that starts there.
     """
 
     def __init__(

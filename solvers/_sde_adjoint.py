@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._integrate import Outcome
+from ._integrate import Outcome, vjp
 
 __all__ = ["sde_backsolve"]
 
@@ -65,11 +65,6 @@ def _record_grads(grad_ys, sched, B):
     return out.scatter_add(1, idx, grad_ys)
 
 
-def _vjp(outputs, inputs, grads):
-    got = torch.autograd.grad(outputs, inputs, grad_outputs=grads, allow_unused=True)
-    return [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs)]
-
-
 class _StochasticAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem, cfg, box, y0, t, *params):
@@ -96,8 +91,8 @@ class _StochasticAdjoint(torch.autograd.Function):
             with torch.enable_grad():
                 y_ = y.detach().requires_grad_(True)
                 inc = problem.drift(t, y_) * h + problem.noise_term(problem.diffusion(t, y_), dw)
-                vjp = _vjp(inc, (y_, *params), a)
-            return -inc.detach(), vjp[0], vjp[1:]
+                got = vjp(inc, (y_, *params), a)
+            return -inc.detach(), got[0], got[1:]
 
         y = records[:, -1]
         a = torch.zeros_like(y)
@@ -160,7 +155,7 @@ class _ReversibleAdjoint(torch.autograd.Function):
                     z_ = z.detach().requires_grad_(True)
                     f_, g_ = problem.drift(t0, z_), problem.diffusion(t0, z_)
                     y1, (z1, _, _) = method.step(problem, t0, h, y_, (z_, f_, g_), dw)
-                    grads = _vjp((y1, z1), (y_, z_, *params), (a_y, a_z))
+                    grads = vjp((y1, z1), (y_, z_, *params), (a_y, a_z))
                 a_y, a_z = grads[0], grads[1]
                 for acc, gp in zip(g_params, grads[2:]):
                     acc += gp

@@ -179,3 +179,108 @@ def test_jump_times_of_another_batch():
     t = torch.tensor([0.0, 2.0], dtype=F64)
     with pytest.raises(ValueError, match=r"ODE: jump_times has batch 3 but y0 has batch 2"):
         solvers.solve(ode, torch.ones(2, 1, dtype=F64), t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops that step from grid point to grid point: fixed steps, and the backward solve of the
+# continuous adjoint, step onto the jump times between the output times.
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
+def test_fixed_steps_land_on_jump_times_between_outputs(method):
+    """Steps of 2.2 / 8 from 0 would cross the switch at 1; with the jump time the interval
+    [0, 2.2] is split at 1, every step lies on one side, and the solution is exact."""
+    s = torch.tensor([1.0, 1.0], dtype=F64)
+    t = torch.tensor([0.0, 2.2, 3.0], dtype=F64)
+    y0 = torch.zeros(2, 1, dtype=F64)
+    exact = switch_exact(s, t)[..., None]
+    kw = dict(method=method, dt=0.3)
+    sol = solvers.solve(ODE(switch_field(s), jump_times=s[:1]), y0, t, **kw)
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-13)
+    without = solvers.solve(ODE(switch_field(s)), y0, t, **kw)
+    assert (without.ys - exact).abs().max() > 1e-2
+
+
+def test_per_sample_jump_times_with_shared_output_times():
+    """Jumps ``(batch, J)`` and ``t`` ``(T,)``: each sample steps on a grid of its own
+    (shorter ones padded with steps of length zero), outputs in the shape of ``t``."""
+    s = torch.tensor([0.25, 1.0, 1.9], dtype=F64)
+    jumps = torch.stack([s, torch.tensor([0.5, 0.5, 2.5], dtype=F64)], dim=1).sort(dim=1).values
+    t = torch.linspace(0, 3, 4, dtype=F64)
+    sol = solvers.solve(
+        ODE(switch_field(s), jump_times=jumps),
+        torch.zeros(3, 1, dtype=F64),
+        t,
+        method="rk4",
+        dt=0.4,
+    )
+    assert sol.ys.shape == (3, 4, 1) and sol.ts is t
+    torch.testing.assert_close(sol.ys, switch_exact(s, t)[..., None], rtol=0, atol=1e-13)
+
+
+def test_gradient_with_respect_to_output_times_through_the_refined_grid():
+    """y(t_end) = (1 - t0) - 2 (t_end - 1) past the switch: the gradient with respect to
+    t0 is -1, to t_end -2, and to the output time in between 0."""
+    s = torch.tensor([1.0], dtype=F64)
+    t = torch.tensor([0.0, 2.0, 3.0], dtype=F64, requires_grad=True)
+    sol = solvers.solve(
+        ODE(switch_field(s), jump_times=s), torch.zeros(1, 1, dtype=F64), t, method="rk4", dt=0.3
+    )
+    (g,) = torch.autograd.grad(sol.ys[0, -1, 0], [t])
+    torch.testing.assert_close(g, torch.tensor([-1.0, 0.0, -2.0], dtype=F64))
+
+
+def linear_cde_grads(adjoint, method_kw, outputs=3):
+    """A CDE on a linear path (slope jumps at every knot) solved at ``outputs`` times that are
+    not the knots; the solution and the gradients with respect to the data and weights."""
+    g = torch.Generator().manual_seed(3)
+    B, T, C, H = 3, 8, 2, 4
+    values = torch.randn(B, T, C, generator=g, dtype=F64).requires_grad_(True)
+    times = (0.1 + 0.4 * torch.rand(T, generator=g, dtype=F64)).cumsum(0)
+    z0 = torch.randn(B, H, generator=g, dtype=F64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        f = nn.Sequential(nn.Linear(H, H * C, dtype=F64), nn.Tanh(), nn.Unflatten(1, (H, C)))
+    t = torch.linspace(float(times[0]), float(times[-1]), outputs, dtype=F64)
+    path = solvers.interpolate(values, times, kind="linear")
+    sol = solvers.solve(CDE(f, path), z0, t, adjoint=adjoint, **method_kw)
+    loss = (sol.ys**2).sum()
+    return (sol.ys.detach(), *torch.autograd.grad(loss, [values, *f.parameters()]))
+
+
+def test_cde_off_the_knots_fixed_steps_and_backsolve():
+    """Outputs between the knots: fixed RK4 steps land on the knots (error 3e-7 here; 4e-2
+    crossing them), and the backward solves of backsolve, adaptive or fixed, end each piece
+    on a knot, so their gradients match direct ones (to 2e-7 and 3e-6; 4e-6 and 1e-2
+    crossing them)."""
+    ref = linear_cde_grads("direct", dict(method="dopri5", rtol=1e-12, atol=1e-12))
+    rk4 = dict(method="rk4", dt=0.01)
+    direct = linear_cde_grads("direct", rk4)
+    torch.testing.assert_close(direct[0], ref[0], rtol=0, atol=1e-6)
+    assert_all_close(linear_cde_grads("backsolve", rk4), direct, 1e-5)
+    dopri5 = dict(method="dopri5", rtol=1e-9, atol=1e-9)
+    assert_all_close(
+        linear_cde_grads("backsolve", dopri5), linear_cde_grads("direct", dopri5), 1e-6
+    )
+
+
+def assert_all_close(a, b, tol):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "backsolve"])
+def test_a_prepared_solve_plans_the_jump_times(adjoint, request):
+    """The refined grid is planned once: calls equal solve, and read nothing back."""
+    s = torch.tensor([1.0, 1.0], dtype=F64)
+    t = torch.tensor([0.0, 2.0, 3.0], dtype=F64)
+    ode = ODE(switch_field(s), jump_times=s[:1])
+    prepared = solvers.prepare(ode, t, method="rk4", dt=0.3, adjoint=adjoint)
+    y0 = torch.zeros(2, 1, dtype=F64, requires_grad=True)
+    ref = solvers.solve(ode, y0, t, method="rk4", dt=0.3, adjoint=adjoint)
+    (ref_g,) = torch.autograd.grad(ref.ys.sum(), [y0])
+    prepared(y0)  # the first call checks the vector field
+    request.getfixturevalue("forbid_host_reads")
+    sol = prepared(y0)
+    (g,) = torch.autograd.grad(sol.ys.sum(), [y0])
+    assert torch.equal(sol.ys, ref.ys) and torch.equal(g, ref_g)
