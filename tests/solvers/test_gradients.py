@@ -388,3 +388,16 @@ def test_cuda_matches_cpu(method, adjoint, grid):
     assert ys_gpu.device.type == "cuda"
     torch.testing.assert_close(ys_gpu.cpu(), ys_cpu, rtol=1e-9, atol=1e-11)
     assert_grads_close([g.cpu() for g in g_gpu], g_cpu, rtol=1e-8, names=GRAD_NAMES)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint", "backsolve"])
+def test_a_field_that_ignores_the_state(adjoint):
+    """dy/dt = cos(t): y(t) = y0 + sin(t), so ∂ Σ y(t_k) / ∂y0 = T for every element. The
+    adjoint's vector-Jacobian product of a field with no graph to the state is zero."""
+    y0 = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    ode = solvers.ODE(lambda t, y: torch.cos(t)[:, None].expand_as(y))
+    sol = solvers.solve(ode, y0, t, method="rk4", dt=0.1, adjoint=adjoint)
+    (g,) = torch.autograd.grad(sol.ys.sum(), [y0])
+    torch.testing.assert_close(g, torch.full_like(y0, 4.0))
+    torch.testing.assert_close(sol.ys[:, -1], torch.full_like(y0, math.sin(1.0)), atol=1e-7, rtol=0)
