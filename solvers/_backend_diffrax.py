@@ -21,7 +21,7 @@ import torch
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from ._backends import AbstractBackend, register_backend
 from ._cde import CDE
-from ._integrate import steps_per_interval, vjp
+from ._integrate import refine_grid, steps_per_interval, vjp
 from ._methods import get_method
 from ._problems import ODE
 from ._solution import Solution, Stats, Status
@@ -110,8 +110,9 @@ class DiffraxBackend(AbstractBackend):
         params = tuple(p for p in params if p.requires_grad)
         np_dtype = np.float64 if y0.dtype == torch.float64 else np.float32
         steps = None
-        if not method.adaptive:
-            steps = _step_times(t.detach(), dt)
+        if not method.adaptive:  # the native steps: each output interval split at its jumps
+            refined = refine_grid(t.detach(), jumps)
+            steps = _step_times(t.detach() if refined is None else refined[0], dt)
         spec = _Spec(
             method=method.name,
             adaptive=method.adaptive,

@@ -200,3 +200,20 @@ def test_jump_times_reach_diffrax():
     sol = solvers.solve(ode, torch.zeros(2, 1, dtype=F64), t, backend="diffrax")
     exact = torch.tensor([0.0, 0.5, 0.0, -3.0], dtype=F64).expand(2, 4)[..., None]
     torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-12)
+
+
+def test_fixed_steps_split_at_jump_times_like_native():
+    """The switch at 1 lies inside the output interval [0, 2.2]: both backends split it
+    there. The method is Euler, which has no stage at the end of a step, where diffrax would
+    see the rate after the switch (it has no left limits)."""
+
+    def f(t, y):
+        return torch.where(t < 1.0, 1.0, -2.0).to(y.dtype)[:, None].expand_as(y)
+
+    t = torch.tensor([0.0, 2.2, 3.0], dtype=F64)
+    ode = ODE(f, jump_times=torch.tensor([1.0], dtype=F64))
+    kw = dict(method="euler", dt=0.3)
+    mine = solvers.solve(ode, torch.zeros(2, 1, dtype=F64), t, backend="diffrax", **kw)
+    native = solvers.solve(ode, torch.zeros(2, 1, dtype=F64), t, **kw)
+    torch.testing.assert_close(mine.ys, native.ys, rtol=0, atol=1e-13)
+    assert mine.stats.num_accepted_steps.tolist() == native.stats.num_accepted_steps.tolist()
