@@ -213,7 +213,6 @@ class _Run:
     def __init__(self, problem, y0, params, spec):
         self.problem, self.params, self.spec = problem, params, spec
         self.device, self.dtype, self.batch = y0.device, y0.dtype, y0.shape[0]
-        self.state_shape = tuple(y0.shape)
         self.calls = 0
         self.outcome = None
 
@@ -238,13 +237,9 @@ class _Run:
     def theta(self) -> np.ndarray:
         """The parameters flattened: the argument JAX differentiates (the callbacks read the
         live tensors, which hold the same values)."""
-        if not self.params:
-            return np.zeros(1, dtype=self._np_dtype)
-        return torch.cat([p.detach().reshape(-1).to(self.dtype) for p in self.params]).cpu().numpy()
-
-    @property
-    def _np_dtype(self):
-        return np.float64 if self.dtype == torch.float64 else np.float32
+        flat = [p.detach().reshape(-1).to(self.dtype) for p in self.params]
+        theta = torch.cat(flat) if flat else torch.zeros(1, dtype=self.dtype, device=self.device)
+        return theta.cpu().numpy()
 
     def unflatten(self, theta: torch.Tensor) -> list[torch.Tensor]:
         out, i = [], 0
@@ -324,7 +319,7 @@ def _optional(x, like):
 
 def _result_name(index: int) -> str:
     names = list(_RESULTS)
-    return names[index] if index < len(names) else "a failure other than the above"
+    return names[index] if index < len(names) else "another failure"
 
 
 # ---------------------------------------------------------------------------------------------
