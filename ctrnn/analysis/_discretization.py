@@ -58,7 +58,7 @@ def _reference_states(model, x, t, h0, options):
     if model.problem_type == "dde":
         return model.solve(x, t, h0=h0, **options)
     tt = t.expand(x.shape[0], -1)
-    problem = solvers.ODE(InputDrivenField(model, hold_inputs(x, tt)))
+    problem = solvers.ODE(InputDrivenField(model, hold_inputs(x, tt)), jump_times=tt)
     return solvers.solve(problem, h0, tt, **options).ys
 
 

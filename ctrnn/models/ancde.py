@@ -119,8 +119,8 @@ class AttentiveCDEModel(AbstractContinuousRNN):
         return self.derivative(y, x[:, :C] + t[:, None] * dX, dX)
 
     def problem(self, path: solvers.AbstractPath) -> solvers.ODE:  # type: ignore[override]
-        """The joint ``solvers.ODE`` driven by ``path``."""
-        return solvers.ODE(_PathDriven(self, path))
+        """The joint ``solvers.ODE`` driven by ``path``; the path's knots are its jump times."""
+        return solvers.ODE(_PathDriven(self, path), jump_times=path.jump_times)
 
     def solve(self, path, times, y0, **solver_options) -> torch.Tensor:  # type: ignore[override]
         """``[z, h]`` at ``times`` from ``y0``: ``(batch, T, state_size)``."""

@@ -228,3 +228,18 @@ def test_trains_on_gpu():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_the_paths_knots_are_jump_times_of_the_joint_ode():
+    """The joint ODE's field jumps where dX/dt does (a linear path's knots): its adaptive
+    steps land on them, and a tight solve agrees with RK4 steps that split every interval
+    (to 2.5e-10 with 468 evaluations; crossing the knots: 9.6e-8 with 2852)."""
+    x, times = _data(B=3, T=8)
+    model = _smooth(_model(interpolation="linear"))  # no ReLU kinks in the state
+    path = build_path(x, times, None, "test", input_size=2, interpolation="linear")[0]
+    problem = model.cde.problem(path)
+    assert torch.equal(problem.jump_times(), path.jump_times)
+    y0 = torch.randn(3, 4 + 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tight = solvers.solve(problem, y0, times, method="dopri5", rtol=1e-10, atol=1e-10)
+    fine = solvers.solve(problem, y0, times, method="rk4", dt=5e-3)
+    torch.testing.assert_close(tight.ys, fine.ys, rtol=0, atol=1e-8)
