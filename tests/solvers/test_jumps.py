@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import solvers
 from solvers import CDE, ODE
+from solvers._integrate import refine_grid
 
 F64 = torch.float64
 ADAPTIVE = [name for name, m in solvers.methods().items() if m.adaptive]
@@ -284,3 +287,29 @@ def test_a_prepared_solve_plans_the_jump_times(adjoint, request):
     sol = prepared(y0)
     (g,) = torch.autograd.grad(sol.ys.sum(), [y0])
     assert torch.equal(sol.ys, ref.ys) and torch.equal(g, ref_g)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.floats(0.05, 1.0), min_size=2, max_size=6),
+    jumps=st.lists(st.floats(-0.5, 5.0), max_size=6),
+    on_outputs=st.integers(0, 3),
+    per_sample=st.booleans(),
+)
+def test_refine_grid_keeps_every_output_and_every_jump_inside(steps, jumps, on_outputs, per_sample):
+    """The refined grid is sorted, holds each output time where ``positions`` says and each
+    jump strictly inside the span once; jumps on output times or outside add nothing."""
+    t = torch.tensor([0.0, *steps], dtype=F64).cumsum(0)
+    j = torch.tensor(jumps + t[1 : 1 + on_outputs].tolist(), dtype=F64).sort().values
+    tt, jj = (t.expand(2, -1), j.expand(2, -1)) if per_sample else (t, j)
+    out = refine_grid(tt, jj)
+    inside = sorted({x for x in j.tolist() if t[0] < x < t[-1] and x not in t.tolist()})
+    if not inside:
+        assert out is None
+        return
+    grid, positions = out
+    grid2 = grid if grid.ndim == 2 else grid[None]
+    assert (grid2.diff(dim=1) >= 0).all()
+    assert torch.equal(grid2.gather(1, positions), tt.expand_as(positions))
+    for row in grid2:
+        assert sorted(set(row.tolist()) - set(t.tolist())) == inside
