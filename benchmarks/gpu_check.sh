@@ -3,13 +3,20 @@
 # (no venv: the Makefile's pins a CPU build of torch). Runs the tests marked `gpu`, then the
 # ODE and CDE benchmarks on the device, which write their "## GPU" subsections of
 # docs/benchmarks.md. The CDE benchmark needs torchcde (pip install "ctrnn[backends]"); it is
-# skipped with a message when torchcde is missing. Logs go to $LOG_DIR (default: a temporary
-# folder), whose path is printed at the end.
+# skipped with a message when torchcde is missing. Wheels in .whl/ (benchmarks/device_wheels.sh
+# fetches torchcde, torchsde and trampoline there) are installed first, into a folder of
+# their own. Logs go to $LOG_DIR (default: a temporary folder), whose path is printed at the
+# end.
 #
 #   benchmarks/gpu_check.sh [--quick]     # --quick: small benchmark sizes (a smoke run)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+    site="$(mktemp -d)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:$site"
+fi
 LOG_DIR="${LOG_DIR:-$(mktemp -d)}"
 mkdir -p "$LOG_DIR"
 quick=()
