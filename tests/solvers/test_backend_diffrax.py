@@ -217,3 +217,16 @@ def test_fixed_steps_split_at_jump_times_like_native():
     native = solvers.solve(ode, torch.zeros(2, 1, dtype=F64), t, **kw)
     torch.testing.assert_close(mine.ys, native.ys, rtol=0, atol=1e-13)
     assert mine.stats.num_accepted_steps.tolist() == native.stats.num_accepted_steps.tolist()
+
+
+@pytest.mark.gpu
+def test_a_cuda_state_goes_through_diffrax_and_back():
+    """The field runs on the device of y0; the solution and the gradients come back there."""
+    field, y0, t = problem(6)
+    kw = dict(method="rk4", dt=0.05, backend="diffrax")
+    ref, *ref_grads = solution_and_grads(field, y0, t, **kw)
+    cuda = torch.device("cuda")
+    sol, *grads = solution_and_grads(field.to(cuda), y0.to(cuda), t.to(cuda), **kw)
+    assert sol.ys.device.type == "cuda" and all(g.device.type == "cuda" for g in grads)
+    torch.testing.assert_close(sol.ys.cpu(), ref.ys, rtol=0, atol=1e-12)
+    assert_all_close([g.cpu() for g in grads], ref_grads, 1e-11)

@@ -313,3 +313,16 @@ def test_refine_grid_keeps_every_output_and_every_jump_inside(steps, jumps, on_o
     assert torch.equal(grid2.gather(1, positions), tt.expand_as(positions))
     for row in grid2:
         assert sorted(set(row.tolist()) - set(t.tolist())) == inside
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method_kw", [dict(method="dopri5"), dict(method="rk4", dt=0.3)])
+def test_jumps_on_cuda(method_kw):
+    """The same steps on the device: per-sample jump times, adaptive and fixed, exact."""
+    cuda = torch.device("cuda")
+    s = torch.tensor([0.3, 1.0, 2.2], dtype=F64, device=cuda)
+    t = torch.linspace(0, 3, 4, dtype=F64, device=cuda)
+    ode = ODE(switch_field(s), jump_times=s[:, None])
+    sol = solvers.solve(ode, torch.zeros(3, 1, dtype=F64, device=cuda), t, **method_kw)
+    assert sol.ys.device.type == "cuda"
+    torch.testing.assert_close(sol.ys, switch_exact(s, t)[..., None], rtol=0, atol=1e-12)
