@@ -108,7 +108,7 @@ def _numbers(t: torch.Tensor) -> list:
 def run(args: argparse.Namespace) -> int:
     """Run ``ctrnn analyze``; returns the exit status."""
     from ctrnn import analysis
-    from ctrnn.models import SequenceModel
+    from ctrnn.models import PathDrivenModel, SequenceModel
 
     model, source, test = load_model(args)
     model = copy.deepcopy(model).double().eval()
@@ -145,12 +145,29 @@ def run(args: argparse.Namespace) -> int:
     continuous = seq and model.mode == "continuous"
     transient = args.length // 5
     h0 = torch.zeros(args.batch, cell.state_size, dtype=torch.float64)
+    path_driven = isinstance(model, PathDrivenModel)
+    if path_driven:
+        # the Lyapunov spectrum of the CDE along the path of real (or random) observations
+        if test is not None and len(test) > 0:
+            observations = _test_streams(test, args.batch, args.length)
+            what = "the run's test series joined end to end"
+        else:
+            shape = (args.batch, args.length, model.input_size)
+            observations = torch.randn(*shape, generator=g, dtype=torch.float64)
+            what = "standard normal observations"
+        report["note"] += (
+            f"; its Lyapunov spectrum is that of its CDE along the path it builds from {what}"
+        )
 
     if "lyapunov" in chosen:
         if continuous and model.model.problem_type not in ("dde", "cde"):
             f = analysis.flow_map(model, x)
             h0 = torch.zeros(args.batch, model.model.state_size, dtype=torch.float64)
             target = "flow of the continuous model over each observation interval"
+        elif path_driven:
+            f = analysis.flow_map(model, observations)
+            h0 = torch.zeros(args.batch, model.cde.state_size, dtype=torch.float64)
+            target = f"flow of its CDE along the path of {what}, over each observation interval"
         else:
             f, target = analysis.cell_map(cell, x), f"cell {type(cell).__name__}"
         res = analysis.lyapunov_spectrum(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import solvers
-from ctrnn.models import AbstractContinuousRNN
+from ctrnn.models import AbstractContinuousRNN, PathDrivenModel
 
 from ._autodiff import expand_rows, push_frame
 from ._autodiff import jacobian as full_jacobian
@@ -343,12 +343,47 @@ class FlowMap:
         return self.model.solve(x.expand(-1, 2, -1), t, h0=h, **self.solver_options)[:, -1]
 
 
+class PathFlowMap:
+    """A path-driven model's flow (its ``cde`` driven by the path of ``inputs``) over each
+    observation interval, as a map. Built by :func:`flow_map`; like :class:`FlowMap` it
+    reports exponents per unit time. The path of each row count that the Lyapunov run asks
+    for is built once."""
+
+    time_dependent = True
+
+    def __init__(self, model: PathDrivenModel, inputs, times, mask, solver_options: dict):
+        self.model, self.inputs, self.mask = model, inputs, mask
+        self.solver_options = solver_options
+        path, t, _ = model.path(inputs, times, mask)
+        self._times = times
+        self.times = t if t.dim() == 2 else t[None]
+        self.num_steps = self.times.shape[1] - 1
+        self.durations = self.times.diff(dim=1)
+        self._paths = {inputs.shape[0]: path}
+
+    def _path(self, rows: int):
+        if rows not in self._paths:
+            rep = lambda v: None if v is None else expand_rows(v, rows, "flow_map")  # noqa: E731
+            times = (
+                self._times if self._times is None or self._times.dim() == 1 else rep(self._times)
+            )
+            self._paths[rows] = self.model.path(rep(self.inputs), times, rep(self.mask))[0]
+        return self._paths[rows]
+
+    def __call__(self, n: int, h: torch.Tensor) -> torch.Tensor:
+        rows = h.shape[0]
+        t = self.times[:, n : n + 2].to(h.dtype)
+        t = t[0] if t.shape[0] == 1 else expand_rows(t, rows, "flow_map")
+        return self.model.cde.solve(self._path(rows), t, h, **self.solver_options)[:, -1]
+
+
 def flow_map(
     model: nn.Module,
     inputs: torch.Tensor,
     times: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     **solver_options: Any,
-) -> FlowMap:
+) -> FlowMap | PathFlowMap:
     """The flow of a continuous model over each observation interval, for
     :func:`lyapunov_spectrum` (exponents per unit time).
 
@@ -358,7 +393,15 @@ def flow_map(
             default).
         inputs: ``(batch, T, input_size)`` or ``(T, input_size)``; held over each interval.
         times: ``(T,)`` or ``(batch, T)`` observation times (default ``0, 1, …``).
+        mask: for a path-driven model, which entries of ``inputs`` are observed (default:
+            those that are not NaN).
         solver_options: options for :func:`solvers.solve` (``method``, ``dt``, ``rtol``, …).
+
+    A path-driven model (:class:`~ctrnn.models.PathDrivenModel`: the Neural CDE, ANCDE)
+    is analysed on its own terms: ``inputs`` are its raw, partly missing observations, the
+    model builds its control path from them as in its forward pass, and step ``n`` solves
+    its ``cde`` along that path from ``times[n]`` to ``times[n+1]``; the state is the CDE's
+    (``z``, or ``[z, h]`` for ANCDE).
 
     The Jacobian of each interval's flow is taken by differentiating through the solve, so
     use a solver configuration accurate enough for the exponents you want. Delay models
@@ -369,6 +412,13 @@ def flow_map(
     Euler–Maruyama cell (noise drawn once per step), or ``model.eval()`` for the drift.
     """
     owner = "flow_map"
+    if isinstance(model, PathDrivenModel):
+        inputs = as_sequence(inputs, owner)
+        if inputs.shape[1] < 2:
+            raise ValueError(
+                f"{owner}: inputs must have T ≥ 2 observations, got T={inputs.shape[1]}"
+            )
+        return PathFlowMap(model, inputs, times, mask, {**model.solver, **solver_options})
     continuous, defaults = resolve_continuous(model, owner)
     if continuous.problem_type == "dde":
         raise ValueError(
@@ -379,7 +429,8 @@ def flow_map(
     if continuous.problem_type == "cde":
         raise ValueError(
             f"{owner}: {type(continuous).__name__} is driven by a path, not by inputs held "
-            "between observations; use cell_map on its discretize(scheme, dt) cell"
+            "between observations; pass the model that builds the path from its inputs "
+            "(NeuralCDE, ANCDE), or use cell_map on its discretize(scheme, dt) cell"
         )
     noisy = getattr(continuous, "noisy", None)
     if callable(noisy) and noisy():

@@ -24,6 +24,7 @@ from ._base import (
 )
 from ._baselines import GRUCell, LSTMCell
 from ._registry import available, create, register_model
+from .ncde import PathDrivenModel
 
 __all__ = [
     "AbstractCell",
@@ -31,6 +32,7 @@ __all__ = [
     "GRUCell",
     "InputDrivenField",
     "LSTMCell",
+    "PathDrivenModel",
     "RungeKuttaCell",
     "SequenceModel",
     "available",

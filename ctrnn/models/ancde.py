@@ -26,7 +26,7 @@ import solvers
 
 from ._base import AbstractCell, AbstractContinuousRNN, _positive_int, with_input_gradients
 from ._registry import register_model
-from .ncde import CDEVectorField, _check_interpolation, _last, build_path
+from .ncde import CDEVectorField, PathDrivenModel, _check_interpolation, _last
 
 __all__ = ["ANCDE", "AttentiveCDEModel"]
 
@@ -140,7 +140,7 @@ class _PathDriven(nn.Module):
         return self.model.derivative(y, self.path.evaluate(t), self.path.derivative(t))
 
 
-class ANCDE(nn.Module):
+class ANCDE(PathDrivenModel):
     """An attentive neural CDE over a batch of irregular, partly missing sequences.
 
     Args:
@@ -203,15 +203,7 @@ class ANCDE(nn.Module):
         return self.cde.discretize(scheme, dt)
 
     def _solve(self, x, times, mask):
-        path, t, lengths = build_path(
-            x,
-            times,
-            mask,
-            type(self).__name__,
-            input_size=self.input_size,
-            interpolation=self.interpolation,
-            observation_channels=self.observation_channels,
-        )
+        path, t, lengths = self.path(x, times, mask)
         X0 = path.evaluate(t[..., 0])
         h0 = self.initial_attention(X0)
         a0, _ = self.cde.attention(h0)

@@ -132,7 +132,25 @@ class NeuralCDEModel(AbstractContinuousRNN):
         return solvers.solve(self.problem(path), z0, times, **solver_options).ys
 
 
-class NeuralCDE(nn.Module):
+class PathDrivenModel(nn.Module):
+    """A model whose continuous part (``cde``) is driven by a path built from its inputs
+    (:class:`NeuralCDE`, :class:`~ctrnn.models.ancde.ANCDE`). Subclasses set
+    ``input_size``, ``interpolation``, ``observation_channels``, ``cde`` and ``solver``."""
+
+    def path(self, x, times=None, mask=None):
+        """``(path, t, lengths)`` for ``x`` (see :func:`build_path`)."""
+        return build_path(
+            x,
+            times,
+            mask,
+            type(self).__name__,
+            input_size=self.input_size,
+            interpolation=self.interpolation,
+            observation_channels=self.observation_channels,
+        )
+
+
+class NeuralCDE(PathDrivenModel):
     """A neural CDE over a batch of irregular, partly missing sequences.
 
     Args:
@@ -209,18 +227,6 @@ class NeuralCDE(nn.Module):
 
     def discretize(self, scheme: str = "euler", dt: float = 1.0) -> AbstractCell:
         return self.cde.discretize(scheme, dt)
-
-    def path(self, x, times=None, mask=None):
-        """``(path, t, lengths)`` for ``x`` (see :func:`build_path`)."""
-        return build_path(
-            x,
-            times,
-            mask,
-            type(self).__name__,
-            input_size=self.input_size,
-            interpolation=self.interpolation,
-            observation_channels=self.observation_channels,
-        )
 
     def forward(self, x, times=None, mask=None):
         path, t, lengths = self.path(x, times, mask)

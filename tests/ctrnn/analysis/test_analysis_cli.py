@@ -187,3 +187,17 @@ def test_a_trained_run_is_driven_by_its_own_test_series(tmp_path):
     assert report["input"].startswith("the run's test series")
     assert report["source"]["config"]["dataset"] == "JapaneseVowels"
     assert len(report["lyapunov"]["exponents_mean"]) == 4
+
+
+@pytest.mark.parametrize("name", ["neural_cde", "ancde"])
+def test_path_driven_models_have_the_lyapunov_spectrum_of_their_cde(tmp_path, name):
+    args = parse(
+        "--model", name, "--hidden-size", "2", "--length", "10", "--lyapunov",
+        "--option", 'solver={"method": "rk4", "dt": 0.5}', "--out", str(tmp_path),
+    )  # fmt: skip
+    assert _cli.run(args) == 0
+    report = json.loads((tmp_path / "analysis.json").read_text())
+    assert report["lyapunov"]["of"].startswith("flow of its CDE along the path")
+    assert "its Lyapunov spectrum is that of its CDE" in report["note"]
+    # the CDE's state: z (Neural CDE) or [z, h] (ANCDE), the state of the model's cell too
+    assert len(report["lyapunov"]["exponents_mean"]) == report["state_size"]

@@ -272,7 +272,7 @@ def test_model_helper_errors():
         lyapunov_spectrum(flow_map(continuous, x), torch.zeros(1, 3), 2, dt=0.1)
     with pytest.raises(ValueError, match="delay equation"):
         flow_map(M.create("tau_gru", input_size=2, hidden_size=3, delay=2.0), x)
-    with pytest.raises(ValueError, match="driven by a path"):
+    with pytest.raises(ValueError, match=r"driven by a path.*NeuralCDE, ANCDE"):
         flow_map(M.create("neural_cde", input_size=2, hidden_size=3).cde, x)
     noisy = M.create("noisy_rnn", input_size=2, hidden_size=3).train()
     with pytest.raises(ValueError, match="in training mode, where every solve draws its own"):
@@ -281,3 +281,40 @@ def test_model_helper_errors():
         flow_map(continuous, torch.zeros(1, 5, 3))
     with pytest.raises(ValueError, match=r"times must have shape \(5,\) or \(batch, 5\)"):
         flow_map(continuous, x, torch.arange(4.0))
+
+
+def test_flow_map_of_a_neural_cde_follows_its_path():
+    """On a linear path dX/dt is the constant ΔX over each unit interval, so the flow of RK4
+    steps of dt = 1/4 is the RK4 cell driven by ΔX, four steps per interval: the same
+    exponents (the flow's per unit time)."""
+    torch.manual_seed(0)
+    solver = dict(method="rk4", dt=0.25)
+    model = M.create(
+        "neural_cde", input_size=2, hidden_size=3, interpolation="linear", solver=solver
+    ).double()
+    x = torch.randn(2, 21, 2, dtype=D)
+    x[0, 5, 1] = float("nan")  # a missing value: the path fills it, as in forward
+    h0 = torch.full((2, 3), 0.1, dtype=D)
+    flow = lyapunov_spectrum(flow_map(model, x), h0, 16, transient=4, return_history=True)
+    assert flow.per == "time"
+    path, t, _ = model.path(x)
+    increments = torch.stack([path.evaluate(t[i]) for i in range(21)], dim=1).diff(dim=1)
+    cell = model.cde.discretize("rk4", 0.25)
+    fine = cell_map(cell, increments.repeat_interleave(4, dim=1))
+    per_step = lyapunov_spectrum(fine, h0, 64, transient=16)
+    torch.testing.assert_close(flow.exponents, per_step / 0.25)
+
+
+def test_flow_map_of_an_ancde_on_per_sample_times():
+    torch.manual_seed(0)
+    model = M.create("ancde", input_size=2, hidden_size=3, attention_size=2).double()
+    x = torch.randn(2, 9, 2, dtype=D)
+    times = torch.rand(2, 9, dtype=D).add(0.5).cumsum(1)
+    f = flow_map(model, x, times, method="rk4", dt=0.25)
+    torch.testing.assert_close(f.durations, times.diff(dim=1))
+    ex = lyapunov_spectrum(f, torch.zeros(2, 5, dtype=D), 6, transient=2)
+    assert ex.shape == (2, 5) and torch.isfinite(ex).all()
+    with pytest.raises(ValueError, match="expected 2 input channels, got 3"):
+        flow_map(model, torch.zeros(1, 5, 3, dtype=D))
+    with pytest.raises(ValueError, match=r"inputs must have T ≥ 2 observations, got T=1"):
+        flow_map(model, torch.zeros(1, 1, 2, dtype=D))
