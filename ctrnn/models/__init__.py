@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (each family's module registers its models)
 from ._base import (
     AbstractCell,
     AbstractContinuousRNN,
+    ExponentialEulerCell,
     InputDrivenField,
     RungeKuttaCell,
     SequenceModel,
@@ -29,6 +30,7 @@ from .ncde import PathDrivenModel
 __all__ = [
     "AbstractCell",
     "AbstractContinuousRNN",
+    "ExponentialEulerCell",
     "GRUCell",
     "InputDrivenField",
     "LSTMCell",

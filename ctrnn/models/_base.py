@@ -140,6 +140,13 @@ class AbstractContinuousRNN(nn.Module):
     def hidden(self, h: torch.Tensor) -> torch.Tensor:
         return h[..., : self.hidden_size]
 
+    def linear_part(self) -> torch.Tensor | None:
+        """``L`` such that ``vector_field(t, h, x) = L h + N(t, h, x)``: a matrix
+        ``(state_size, state_size)`` or the diagonal ``(state_size,)``; ``None`` (the
+        default) when the model has no such split. With one, the model accepts the
+        ``"exponential_euler"`` scheme."""
+        return None
+
     def schemes(self) -> tuple[str, ...]:
         """Names accepted by :meth:`discretize`."""
         rk = tuple(
@@ -147,7 +154,8 @@ class AbstractContinuousRNN(nn.Module):
             for n, m in solvers.methods().items()
             if isinstance(m, solvers.ExplicitRungeKutta) and not m.adaptive
         )
-        return rk + self.extra_schemes
+        split = ("exponential_euler",) if self.linear_part() is not None else ()
+        return rk + split + self.extra_schemes
 
     def discretize(self, scheme: str = "euler", dt: float = 1.0) -> AbstractCell:
         """The discrete cell obtained by applying ``scheme`` with step ``dt``.
@@ -160,6 +168,8 @@ class AbstractContinuousRNN(nn.Module):
         rk = solvers.methods().get(scheme)
         if isinstance(rk, solvers.ExplicitRungeKutta) and not rk.adaptive:
             return RungeKuttaCell(self, rk, float(dt))
+        if scheme == "exponential_euler" and self.linear_part() is not None:
+            return ExponentialEulerCell(self, float(dt))
         raise ValueError(
             f"{type(self).__name__}.discretize: unknown scheme {scheme!r}; this model accepts "
             f"{', '.join(self.schemes())}"
@@ -227,6 +237,59 @@ class InputDrivenField(nn.Module):
 
     def forward(self, t, h):
         return self.model.vector_field(t, h, self.inputs(t))
+
+
+def _apply(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``M v`` for each row ``v`` of ``v``; ``M`` a matrix or the diagonal of one."""
+    return v @ M.T if M.dim() == 2 else v * M
+
+
+def phi_propagators(L: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(exp(dt L), dt φ₁(dt L))`` with ``φ₁(z) = (e^z - 1) / z``, for a matrix ``L`` (from
+    the exponential of ``[[dt L, dt I], [0, 0]]``, whose upper blocks they are) or a diagonal
+    (elementwise, with ``φ₁``'s series near 0)."""
+    z = dt * L
+    if L.dim() == 1:
+        small = z.abs() < 1e-4
+        safe = torch.where(small, torch.ones_like(z), z)
+        phi1 = torch.where(small, 1 + z / 2 + z * z / 6, torch.expm1(safe) / safe)
+        return torch.exp(z), dt * phi1
+    d = L.shape[0]
+    aug = torch.zeros(2 * d, 2 * d, dtype=L.dtype, device=L.device)
+    aug[:d, :d] = z
+    aug[:d, d:] = dt * torch.eye(d, dtype=L.dtype, device=L.device)
+    m = torch.linalg.matrix_exp(aug)
+    return m[:d, :d], m[:d, d:]
+
+
+class ExponentialEulerCell(AbstractCell):
+    """Exponential Euler on ``dh/dt = L h + N(h, x)`` (the model's :meth:`linear_part` ``L``),
+    input held over the step::
+
+        h_{n+1} = exp(Δt L) h_n + Δt φ₁(Δt L) N(h_n, x_n),    φ₁(z) = (e^z - 1) / z
+
+    First order; exact when ``N`` is constant over the step, so the linear part (stiff or
+    oscillatory) is integrated exactly whatever ``Δt`` (Hochbruck & Ostermann, Exponential
+    integrators, Acta Numerica 19, 2010). ``N`` is computed as ``f - L h``. A matrix ``L``
+    costs one matrix exponential of size ``2 · state_size`` per step.
+    """
+
+    def __init__(self, model: AbstractContinuousRNN, dt: float):
+        super().__init__(model.input_size, model.hidden_size, model.state_size)
+        self.model, self.dt = model, dt
+
+    def step(self, x, h):
+        L = self.model.linear_part()
+        t = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
+        nonlinear = self.model.vector_field(t, h, x) - _apply(L, h)
+        E, P = phi_propagators(L.to(h.dtype), self.dt)
+        return _apply(E, h) + _apply(P, nonlinear)
+
+    def hidden(self, h):
+        return self.model.hidden(h)
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, dt={self.dt}"
 
 
 class RungeKuttaCell(AbstractCell):

@@ -78,6 +78,16 @@ class CoRNN(AbstractContinuousRNN):
         dz = self.drive(y, z, x) - self.gamma * y - self.epsilon * z
         return torch.cat([z, dz], dim=-1)
 
+    def linear_part(self):
+        """``[[0, I], [-γ I, -ε I]]`` on ``[y, z]``: the oscillator's restoring force and
+        damping, which ``discretize("exponential_euler", dt)`` integrates exactly."""
+        w = self.recurrent_y.weight
+        eye = torch.eye(self.hidden_size, dtype=w.dtype, device=w.device)
+        zero = torch.zeros_like(eye)
+        return torch.cat(
+            [torch.cat([zero, eye], 1), torch.cat([-self.gamma * eye, -self.epsilon * eye], 1)]
+        )
+
     def discretize(self, scheme: str = "imex", dt: float = 1.0) -> AbstractCell:
         if scheme in IMEX_SCHEMES:
             if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:

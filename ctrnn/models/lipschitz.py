@@ -142,6 +142,10 @@ class LipschitzRNN(AbstractContinuousRNN):
     def vector_field(self, t, h, x):
         return self.dynamics(h, x)
 
+    def linear_part(self):
+        """``A``: ``discretize("exponential_euler", dt)`` integrates ``A h`` exactly."""
+        return self.dynamics.matrices()[0]
+
 
 def _lipschitz_rnn(
     input_size: int,
