@@ -87,7 +87,7 @@ def test_checkpoint_adjoint_equals_direct():
     assert_all_close(ckpt, direct, 1e-13)
 
 
-def cde_data(kind):
+def cde_data():
     g = torch.Generator().manual_seed(2)
     B, T, C, H = 3, 8, 2, 4
     values = torch.randn(B, T, C, generator=g, dtype=F64).requires_grad_(True)
@@ -104,7 +104,7 @@ def cde_data(kind):
 
 
 def cde_solution_and_grad(kind, **kw):
-    f, values, times, z0 = cde_data(kind)
+    f, values, times, z0 = cde_data()
     path = solvers.interpolate(values, times, kind=kind)
     sol = solvers.solve(CDE(f, path), z0, times, **kw)
     return sol.ys, torch.autograd.grad(sol.ys.sum(), [values])[0]
