@@ -10,6 +10,7 @@ its discretizations produce, and a sequence module (DESIGN.md, "ctrnn").
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -239,6 +240,11 @@ class InputDrivenField(nn.Module):
         return self.model.vector_field(t, h, self.inputs(t))
 
 
+# ExponentialEulerCell's propagators, kept beside the cells (not in them: a copy or a saved
+# state of a cell carries no tensor that belongs to a graph)
+_PROPAGATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _apply(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``M v`` for each row ``v`` of ``v``; ``M`` a matrix or the diagonal of one."""
     return v @ M.T if M.dim() == 2 else v * M
@@ -271,18 +277,45 @@ class ExponentialEulerCell(AbstractCell):
     First order; exact when ``N`` is constant over the step, so the linear part (stiff or
     oscillatory) is integrated exactly whatever ``Δt`` (Hochbruck & Ostermann, Exponential
     integrators, Acta Numerica 19, 2010). ``N`` is computed as ``f - L h``. A matrix ``L``
-    costs one matrix exponential of size ``2 · state_size`` per step.
+    costs one matrix exponential of size ``2 · state_size``, computed once for as long as
+    the model's parameters stay the same (see :meth:`propagators`).
     """
 
     def __init__(self, model: AbstractContinuousRNN, dt: float):
         super().__init__(model.input_size, model.hidden_size, model.state_size)
         self.model, self.dt = model, dt
 
+    def propagators(self, dtype, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(L, exp(Δt L), Δt φ₁(Δt L))``, reused by every step until a parameter of the
+        model changes (an optimiser step, a load) or a backward pass goes through them
+        (after which their graph may be freed, so the next step builds them anew)."""
+        key = (
+            dtype,
+            device,
+            torch.is_grad_enabled(),
+            tuple((id(p), p._version) for p in self.model.parameters()),
+        )
+        hit = _PROPAGATORS.get(self)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        L = self.model.linear_part().to(dtype=dtype, device=device)
+        found = (L, *phi_propagators(L, self.dt))
+        _PROPAGATORS[self] = (key, found)
+        cell = weakref.ref(self)  # the hook must not keep the cell (the dict's key) alive
+
+        def forget(grad):
+            if cell() is not None:
+                _PROPAGATORS.pop(cell(), None)
+
+        for tensor in found:
+            if tensor.requires_grad:
+                tensor.register_hook(forget)
+        return found
+
     def step(self, x, h):
-        L = self.model.linear_part()
+        L, E, P = self.propagators(h.dtype, h.device)
         t = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
         nonlinear = self.model.vector_field(t, h, x) - _apply(L, h)
-        E, P = phi_propagators(L.to(h.dtype), self.dt)
         return _apply(E, h) + _apply(P, nonlinear)
 
     def hidden(self, h):

@@ -1,6 +1,8 @@
 """The exponential Euler scheme: models that split their vector field as ``L h + N(h, x)``
 (the Lipschitz RNN, coRNN) discretize into a cell that integrates ``L`` exactly."""
 
+import copy
+
 import pytest
 import torch
 
@@ -102,3 +104,29 @@ def test_a_sequence_model_trains_through_the_cell():
     assert out.shape == (2, 6, 4) and h_n.shape == (2, 4)
     h_n.pow(2).sum().backward()
     assert seq.model.dynamics.M_A.grad is not None and seq.model.dynamics.M_A.grad.abs().sum() > 0
+
+
+def test_the_propagators_are_reused_until_the_parameters_change():
+    """One matrix exponential serves every step; an optimiser step, a backward pass, or a
+    copy of the model gets fresh ones, and the results equal those of a new cell."""
+    torch.manual_seed(0)
+    seq = create(
+        "lipschitz_rnn", input_size=3, hidden_size=4, scheme="exponential_euler", dt=0.1
+    ).double()
+    x = torch.randn(2, 6, 3, dtype=D)
+    first = seq.cell.propagators(D, x.device)
+    assert all(a is b for a, b in zip(seq.cell.propagators(D, x.device), first))
+    # gradient accumulation: two backward passes without a step between them
+    seq(x)[1].sum().backward()
+    g = seq.model.dynamics.M_A.grad.clone()
+    seq(x)[1].sum().backward()
+    torch.testing.assert_close(seq.model.dynamics.M_A.grad, 2 * g)
+    torch.optim.SGD(seq.parameters(), lr=0.1).step()
+    _, h_n = seq(x)
+    fresh = seq.model.discretize("exponential_euler", 0.1)
+    h = torch.zeros(2, 4, dtype=D)
+    for n in range(6):
+        h = fresh(x[:, n], h)
+    torch.testing.assert_close(h_n, h, rtol=0, atol=1e-14)
+    copied = copy.deepcopy(seq)
+    torch.testing.assert_close(copied(x)[1], h_n)
