@@ -83,3 +83,16 @@ def test_cli_version_from_a_subprocess():
         [sys.executable, "-m", "ctrnn", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("ctrnn ")
+
+
+def test_compare_schemes_example(capsys):
+    results, stable = _load("compare_schemes.py")["main"](
+        ["--hidden-size", "4", "--steps", "0.1", "0.05", "0.025"]
+    )
+    expected = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "exponential_euler": 1, "imex": 1}
+    for scheme, order in expected.items():
+        assert abs(results[scheme].order - order) < 0.3, (scheme, results[scheme].order)
+    # stiff damping: the schemes that treat it implicitly or exactly take the largest step
+    assert stable["exponential_euler"] == stable["imex"] == 0.2
+    assert stable["euler"] == 0.01
+    assert "largest stable step" in capsys.readouterr().out
