@@ -96,3 +96,14 @@ def test_compare_schemes_example(capsys):
     assert stable["exponential_euler"] == stable["imex"] == 0.2
     assert stable["euler"] == 0.01
     assert "largest stable step" in capsys.readouterr().out
+
+
+def test_cross_check_backends_example(capsys):
+    report = _load("cross_check_backends.py")["main"]()
+    pytest.importorskip("torchdiffeq")
+    assert report["rk4, dt=0.05", "torchdiffeq"][0] < 1e-6  # the 3/8 rule: same order
+    assert report["dopri5, tol=1e-8", "torchdiffeq"][0] < 1e-5
+    if ("rk4, dt=0.05", "diffrax") in report:
+        assert max(report["rk4, dt=0.05", "diffrax"]) < 1e-12  # the same steps
+        assert report["dopri5, tol=1e-8", "diffrax"][0] < 1e-5
+    assert "solution" in capsys.readouterr().out
