@@ -68,8 +68,10 @@ def check_jump_times(jumps) -> torch.Tensor:
             f"dtype {jumps.dtype} and shape {tuple(jumps.shape)}"
         )
     jd = jumps.detach()
-    if not torch.isfinite(jd).all():
-        raise ValueError(f"jump_times must be finite, got {jumps}")
+    bad = (~torch.isfinite(jd)).nonzero()
+    if bad.shape[0]:
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(f"jump_times must be finite; at index {where} it is {float(jd[where])}")
     if jd.shape[-1] > 1:
         bad = (jd.diff(dim=-1) < 0).nonzero()
         if bad.shape[0]:

@@ -165,7 +165,10 @@ def test_torchdiffeq_backend_takes_shared_jump_times():
         ([1.0, 2.0], r"jump_times must be a tensor, got list"),
         (torch.tensor([1, 2]), r"floating-point tensor of shape \(J,\) or \(batch, J\), got dtype"),
         (torch.zeros(1, 2, 3, dtype=F64), r"got dtype torch.float64 and shape \(1, 2, 3\)"),
-        (torch.tensor([1.0, float("nan")], dtype=F64), r"jump_times must be finite"),
+        (
+            torch.tensor([1.0, float("nan")], dtype=F64),
+            r"must be finite; at index \(1,\) it is nan",
+        ),
         (
             torch.tensor([[0.5, 1.0], [1.0, 0.5]], dtype=F64),
             r"non-decreasing; at index \(1, 1\) it goes from 1.0 to 0.5",
