@@ -68,6 +68,13 @@ class DiffraxBackend(AbstractBackend):
     name = "diffrax"
 
     def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+        try:
+            import diffrax  # noqa: F401
+            import jax  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                f"backend 'diffrax' needs jax and diffrax ({e}): pip install \"ctrnn[jax]\""
+            ) from e
         if not isinstance(problem, (ODE, CDE)):
             raise ValueError(
                 f"backend 'diffrax' solves ODE and CDE problems, got {type(problem).__name__}; "

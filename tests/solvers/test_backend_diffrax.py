@@ -6,6 +6,8 @@ a few seconds on a CPU; the default run keeps to a handful of them.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from peer_problem import F64, problem
@@ -230,3 +232,11 @@ def test_a_cuda_state_goes_through_diffrax_and_back():
     assert sol.ys.device.type == "cuda" and all(g.device.type == "cuda" for g in grads)
     torch.testing.assert_close(sol.ys.cpu(), ref.ys, rtol=0, atol=1e-12)
     assert_all_close([g.cpu() for g in grads], ref_grads, 1e-11)
+
+
+def test_a_missing_jax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffrax", None)  # import diffrax now raises
+    with pytest.raises(ImportError, match=r'needs jax and diffrax .*pip install "ctrnn\[jax\]"'):
+        solvers.solve(
+            ODE(lambda t, y: -y), torch.ones(1, 1), torch.linspace(0, 1, 2), backend="diffrax"
+        )
