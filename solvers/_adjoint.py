@@ -43,6 +43,8 @@ class Config:
     # the interval that ends at output j). None: planned when needed, by reading the grid.
     schedule: FixedSchedule | None = None
     backward: tuple[FixedSchedule, ...] | None = None
+    # An SDE's planned steps and Brownian increments (an SDESchedule), for one call
+    noise: Any = None
 
     def fixed_schedule(self, t: torch.Tensor) -> FixedSchedule:
         """The fixed steps over the ``(lanes, T)`` grid ``t``: the planned ones, if any."""

@@ -130,12 +130,15 @@ def _split_normals(
     return z[n0 - 2 * q0 : n1 - 2 * q0]
 
 
-def _streams(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+def _streams(shape: tuple[int, ...], seed, device: torch.device) -> torch.Tensor:
     """One int64 stream per element, decorrelated from the node counter by a hash of the
     seed; element ``i`` of a flattened ``shape`` gets the same stream whatever the shape's
-    other sizes, so sample ``i``'s path does not depend on the batch size."""
+    other sizes, so sample ``i``'s path does not depend on the batch size. ``seed`` is a
+    checked int, or a 0-dim int64 tensor holding one (read on the device, not the host)."""
     n = math.prod(shape)
     elements = torch.arange(n, dtype=torch.long, device=device).reshape(shape)
+    if isinstance(seed, torch.Tensor):
+        return _splitmix64(elements * _STREAM + seed.to(device))
     return _splitmix64(elements * _STREAM + _signed(seed))
 
 
@@ -385,8 +388,10 @@ def step_tree(
     dt: float,
     levels: int,
     shape: tuple[int, ...],
-    seed: int,
+    seed,
     dtype: torch.dtype,
+    *,
+    check: bool = True,
 ) -> DyadicCells:
     """A Brownian path drawn on given times, exactly Brownian at each of them.
 
@@ -401,8 +406,12 @@ def step_tree(
     ``[v_0, v_{2**levels}]`` with the same seed and shape, read at level ``levels`` (to
     round-off), so halving the spacing over the same span refines the same path. The bridge
     coefficients are computed for the nodes that a query visits, from ``times``.
+
+    ``seed`` is an int, or a 0-dim int64 tensor (then nothing here reads the device:
+    ``check=False`` also skips the check of ``levels`` against ``last``, which the caller
+    made when it planned them).
     """
-    if not 0 <= levels <= 60 or int(last.max()) > 1 << levels:
+    if check and (not 0 <= levels <= 60 or int(last.max()) > 1 << levels):
         raise ValueError(
             f"step_tree: levels must be in [0, 60] with 2**levels >= the last index "
             f"{int(last.max())}, got {levels}"
@@ -432,5 +441,7 @@ def step_tree(
 
     k_end = torch.full((1, 1), 1 << levels, device=v.device)
     root_sd = (at(k_end) - v[:1]).clamp_min(0).sqrt().reshape((-1, *tail))
-    streams = _streams(shape, _check_seed(seed, "step_tree"), times.device)
+    if not isinstance(seed, torch.Tensor):
+        seed = _check_seed(seed, "step_tree")
+    streams = _streams(shape, seed, times.device)
     return DyadicCells(streams, levels, root_sd, bridge, dtype)

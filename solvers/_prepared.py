@@ -15,16 +15,19 @@ the returned :class:`PreparedSolve` then runs only tensor operations, so it can 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 
 import torch
 
 from ._adjoint import AbstractAdjoint, BacksolveAdjoint, Config, get_adjoint, unit_schedule
 from ._backends import NativeBackend
+from ._brownian import _check_seed
 from ._hamiltonian import SymplecticSplitting
 from ._integrate import fixed_schedule
 from ._methods import ExplicitRungeKutta, get_method
 from ._problems import AbstractProblem
+from ._sde import SDE, SDESchedule, sde_method
 from ._solution import Solution
 from ._solve import check_accepts, check_grid, check_numbers, check_state
 
@@ -51,14 +54,17 @@ def prepare(
     here. Calling the result with an initial state runs the solver loop and nothing else.
 
     Args:
-        problem: an :class:`ODE`, :class:`CDE` or :class:`HamiltonianODE` (problems solved by
-            the method's own loop). SDEs and DDEs are not planned ahead: their Brownian
-            increments and history look-ups are placed on the host; use :func:`solve`.
+        problem: an :class:`ODE`, :class:`CDE`, :class:`SDE` or :class:`HamiltonianODE`. An
+            SDE's steps and Brownian tree are planned at the first call for a shape of
+            ``y0``; later calls draw the path from a seed on the device (see
+            :meth:`PreparedSolve.__call__`). DDEs are not planned: their history look-ups
+            happen on the host; use :func:`solve`.
         t: output times, ``(T,)`` shared by the batch or ``(batch, T)`` per sample, strictly
             increasing; a floating-point tensor on the device and of the dtype of the
             states the solve will be called with.
         method: a fixed-step method: ``euler``, ``midpoint``, ``heun``, ``rk4``, a fixed-step
-            :class:`ButcherTableau`, or for a separable ``HamiltonianODE`` a symplectic method.
+            :class:`ButcherTableau`, for a separable ``HamiltonianODE`` a symplectic method,
+            for an SDE an SDE method (:func:`sde_methods`).
         dt: the step size; each output interval is split into ``⌈Δt/dt⌉`` equal steps.
         adjoint: ``"direct"``, ``"checkpoint"``, ``"backsolve"`` or an adjoint object. A
             ``BacksolveAdjoint`` must integrate backwards with a fixed-step method too (the
@@ -98,16 +104,23 @@ class PreparedSolve:
                 f"{type(problem).__name__}"
             )
         name = type(problem).__name__
-        if type(problem).integrate is not AbstractProblem.integrate or hasattr(
-            problem, "backsolve"
+        sde = isinstance(problem, SDE)
+        if type(problem).integrate is not AbstractProblem.integrate or (
+            hasattr(problem, "backsolve") and not sde
         ):
             raise ValueError(
-                f"prepare plans ODE, CDE and HamiltonianODE solves; a {name} problem places "
-                "its Brownian increments or delayed values on the host at every solve. Use "
-                "solvers.solve for it"
+                f"prepare plans ODE, CDE, SDE and HamiltonianODE solves; a {name} problem "
+                "looks up its delayed values on the host at every step. Use solvers.solve "
+                "for it"
             )
-        method = get_method(method)
-        if not isinstance(method, (ExplicitRungeKutta, SymplecticSplitting)) or method.adaptive:
+        method = sde_method(method) if sde and isinstance(method, str) else get_method(method)
+        if sde:
+            if isinstance(get_adjoint(adjoint), BacksolveAdjoint):
+                raise ValueError(
+                    "prepare plans SDE solves under adjoint 'direct' and 'checkpoint'; the "
+                    "stochastic adjoint ('backsolve') is planned by solvers.solve at each call"
+                )
+        elif not isinstance(method, (ExplicitRungeKutta, SymplecticSplitting)) or method.adaptive:
             kind = "adaptive" if method.adaptive else type(method).__name__
             raise ValueError(
                 f"prepare needs a fixed-step method (euler, midpoint, heun, rk4, or a "
@@ -142,10 +155,18 @@ class PreparedSolve:
         )
         self.num_steps = len(self._cfg.schedule.ts)
         self._t0 = t[0] if t.ndim == 1 else t[:, 0]
+        self._lanes_t = lanes_t
         self._checked: set = set()
+        self._noise: dict = {}  # an SDE's planned increments, per shape of y0
 
-    def __call__(self, y0: torch.Tensor) -> Solution:
-        """Solve from ``y0`` (``(batch, *state)``); returns the :class:`Solution`."""
+    def __call__(self, y0: torch.Tensor, seed: int | torch.Tensor | None = None) -> Solution:
+        """Solve from ``y0`` (``(batch, *state)``); returns the :class:`Solution`.
+
+        ``seed`` (SDE problems without their own ``BrownianPath``): the seed of the
+        Brownian path, an int or a 0-dim int64 tensor on the device (read there, so a
+        compiled call can take a new one each time); default: the problem's ``seed``, so
+        that the call equals ``solve``.
+        """
         self._check_y0(y0)
         t0 = self._t0.expand(y0.shape[0])
         key = (tuple(y0.shape), y0.dtype, y0.device)
@@ -155,6 +176,13 @@ class PreparedSolve:
             f0 = self.problem.check(t0, y0)
             self._checked.add(key)
         cfg = self._cfg
+        if isinstance(self.problem, SDE):
+            cfg = dataclasses.replace(cfg, noise=self._increments(key, y0, t0, seed))
+        elif seed is not None:
+            raise ValueError(
+                "seed applies to SDE problems (it seeds their Brownian path), not to "
+                f"{type(self.problem).__name__}"
+            )
         return _NATIVE.solve(
             self.problem,
             y0,
@@ -169,6 +197,29 @@ class PreparedSolve:
             cfg=cfg,
             grid=self._grid,
         )
+
+    def _increments(self, key, y0, t0, seed):
+        """The SDE's steps and Brownian increments: planned at the first call for a shape of
+        ``y0`` (host reads), then drawn from ``seed`` on the device."""
+        plan = self._noise.get(key)
+        if plan is None:
+            g0 = self.problem.diffusion(t0, y0)
+            plan = self._noise[key] = SDESchedule(self.problem, self._cfg, y0, self._lanes_t, g0)
+        if seed is None:
+            return (
+                plan
+                if self.problem.brownian is not None
+                else plan.redraw(self.problem.seed, y0.dtype)
+            )
+        if isinstance(seed, torch.Tensor):
+            if seed.ndim != 0 or seed.dtype != torch.long:
+                raise ValueError(
+                    f"seed must be an int or a 0-dim int64 tensor, got a tensor of dtype "
+                    f"{seed.dtype} and shape {tuple(seed.shape)}"
+                )
+        else:
+            seed = _check_seed(seed, "PreparedSolve")
+        return plan.redraw(seed, y0.dtype)
 
     def _check_y0(self, y0) -> None:
         check_state(y0)
@@ -215,6 +266,13 @@ class PreparedSolve:
             call: clone it to keep it. Calls run in the order they were captured: forward,
             then backward, before the next forward.
         """
+        if isinstance(self.problem, SDE):
+            raise ValueError(
+                "cuda_graph does not capture SDE solves: every replay would reuse the one "
+                "Brownian path drawn at capture. Call the prepared solve with a seed tensor, "
+                "or torch.compile it (mode='reduce-overhead' captures CUDA graphs with the "
+                "seed as an input)"
+            )
         if not isinstance(y0, torch.Tensor) or y0.device.type != "cuda":
             where = y0.device if isinstance(y0, torch.Tensor) else type(y0).__name__
             raise ValueError(

@@ -10,6 +10,7 @@ arithmetic, with no host synchronisation), records the outputs and checkpoints s
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 
@@ -295,14 +296,25 @@ class SDESchedule:
             levels = (_uncapped_steps(t, cfg.dt) - 1).bit_length()
             if levels > 60:
                 levels = (N - 1).bit_length()
-            self._cells = step_tree(
-                self.points, n_steps, cfg.dt, levels, shape, problem.seed, y0.dtype
-            )
+            self._tree = (self.points, n_steps, cfg.dt, levels, shape)
+            self._cells = step_tree(*self._tree, problem.seed, y0.dtype)
         else:
             grid = _dyadic_level(self.bm, self.points, n_steps)
             if grid is not None:
                 level, self._offset = grid
                 self._cells = self.bm.cells(level)
+
+    def redraw(self, seed, dtype: torch.dtype) -> SDESchedule:
+        """The same steps on the default path of another ``seed`` (an int, or a 0-dim int64
+        tensor: then no host read), as a new schedule; this one is left as it is."""
+        if self.bm is not None:
+            raise ValueError(
+                "the SDE has its own BrownianPath, which fixes its noise; a seed does not apply"
+            )
+        out = copy.copy(self)
+        if self.N:
+            out._cells = step_tree(*self._tree, seed, dtype, check=False)
+        return out
 
     def increments(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
         """``dW`` of steps ``start … stop-1``, each ``(batch, m)``, without gradient."""
@@ -361,11 +373,12 @@ class Integration:
 def integrate_sde(method, problem, cfg, y0, t, *, checkpoint_every=None) -> Integration:
     """Run ``method`` over the ``(lanes, T)`` grid ``t``. No host synchronisation happens
     inside the loop; with ``checkpoint_every`` each segment of steps is recomputed in the
-    backward pass (its increments are recomputed too, identically)."""
+    backward pass (its increments are recomputed too, identically). ``cfg.noise``, when
+    set, is the planned :class:`SDESchedule` (``prepare``); then nothing is read back."""
     B = y0.shape[0]
     t0 = t[:, 0].expand(B)
     g0 = problem.diffusion(t0, y0)
-    plan = SDESchedule(problem, cfg, y0, t, g0)
+    plan = cfg.noise if cfg.noise is not None else SDESchedule(problem, cfg, y0, t, g0)
     sched, N = plan.sched, plan.N
     record_at = set(sched.record)
     extra0 = method.init(problem, t0, y0, g0)

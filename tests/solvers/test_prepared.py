@@ -247,8 +247,13 @@ def test_errors_name_what_cannot_be_planned():
     dde = DDE(lambda t, y, yd: -yd[:, 0], delays=0.5, history=torch.zeros(1, 1, dtype=F64))
     cases = [
         (lambda: solvers.prepare(f, t, method="dopri5", dt=0.1), ValueError, "'dopri5' .adaptive"),
-        (lambda: solvers.prepare(sde, t, dt=0.1), ValueError, "a SDE problem places"),
-        (lambda: solvers.prepare(dde, t, dt=0.1), ValueError, "a DDE problem places"),
+        (lambda: solvers.prepare(sde, t, dt=0.1), ValueError, "unknown SDE method 'rk4'"),
+        (
+            lambda: solvers.prepare(sde, t, method="euler_maruyama", dt=0.1, adjoint="backsolve"),
+            ValueError,
+            "plans SDE solves under adjoint 'direct' and 'checkpoint'",
+        ),
+        (lambda: solvers.prepare(dde, t, dt=0.1), ValueError, "a DDE problem looks up"),
         (lambda: solvers.prepare(f, t, method="leapfrog", dt=0.1), ValueError, "does not accept"),
         (lambda: solvers.prepare(f, t, method="nope", dt=0.1), ValueError, "unknown method 'nope'"),
         (lambda: solvers.prepare(f, t, dt=None), ValueError, "pass dt"),
@@ -378,3 +383,127 @@ def test_cuda_graph_trains():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# SDEs: the steps and the Brownian tree planned once, the path drawn from a seed per call
+
+
+class _Diffusion(nn.Module):
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2)
+            self.lin = nn.Linear(3, 3, dtype=F64)
+
+    def forward(self, t, y):
+        return 0.3 * torch.tanh(self.lin(y))
+
+
+def sde_case(seed=7, **kw):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        drift = nn.Linear(3, 3, dtype=F64)
+    sde = SDE(lambda t, y: drift(y), _Diffusion(), seed=seed, **kw)
+    y0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    return sde, y0.requires_grad_(True), torch.linspace(0, 1, 5, dtype=F64)
+
+
+@pytest.mark.parametrize(
+    "method, kw",
+    [
+        ("euler_maruyama", {}),
+        ("milstein", {}),
+        ("heun", dict(sde_type="stratonovich")),
+    ],
+)
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_a_prepared_sde_solve_equals_solve(method, kw, adjoint):
+    sde, y0, t = sde_case(**kw)
+    options = dict(method=method, dt=0.05, adjoint=adjoint)
+    ref = solvers.solve(sde, y0, t, **options)
+    (ref_g,) = torch.autograd.grad(ref.ys.pow(2).sum(), [y0])
+    prepared = solvers.prepare(sde, t, **options)
+    for _ in range(2):  # the first call plans, the second reuses the plan
+        sol = prepared(y0)
+        (g,) = torch.autograd.grad(sol.ys.pow(2).sum(), [y0])
+        assert torch.equal(sol.ys, ref.ys) and torch.equal(g, ref_g)
+
+
+def test_the_seed_of_each_call(request):
+    """An int or a 0-dim int64 tensor: the path of that seed, as solve draws it; later
+    calls read nothing back, forward or backward."""
+    sde, y0, t = sde_case()
+    options = dict(method="euler_maruyama", dt=0.05)
+    prepared = solvers.prepare(sde, t, **options)
+    other = solvers.solve(sde_case(seed=11)[0], y0, t, **options)
+    assert torch.equal(prepared(y0, seed=11).ys, other.ys)
+    seed = torch.tensor(11)
+    request.getfixturevalue("forbid_host_reads")
+    sol = prepared(y0, seed=seed)
+    sol.ys.sum().backward()
+    assert torch.equal(sol.ys, other.ys)
+    assert not torch.equal(prepared(y0, seed=seed + 1).ys, other.ys)
+
+
+def test_a_user_brownian_path_is_kept():
+    _, y0, t = sde_case()
+    bm = solvers.BrownianPath(0.0, 1.0, (4, 3), seed=5, dtype=F64)
+    sde, _, _ = sde_case(brownian=bm)
+    options = dict(method="euler_maruyama", dt=0.05)
+    prepared = solvers.prepare(sde, t, **options)
+    assert torch.equal(prepared(y0).ys, solvers.solve(sde, y0, t, **options).ys)
+    with pytest.raises(ValueError, match="has its own BrownianPath"):
+        prepared(y0, seed=3)
+
+
+def test_a_compiled_sde_call_takes_the_seed_as_a_tensor():
+    sde, y0, t = sde_case()
+    prepared = solvers.prepare(sde, t, method="euler_maruyama", dt=0.05)
+    prepared(y0)  # plans the steps and the tree (host reads), outside the compiled graph
+    torch._dynamo.reset()
+    try:
+        run = torch.compile(
+            lambda y, s: prepared(y, seed=s).ys, fullgraph=True, backend="aot_eager"
+        )
+        for seed in (7, 8):
+            ref = solvers.solve(sde_case(seed=seed)[0], y0, t, method="euler_maruyama", dt=0.05)
+            assert torch.equal(run(y0, torch.tensor(seed)), ref.ys)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_sde_call_errors():
+    sde, y0, t = sde_case()
+    prepared = solvers.prepare(sde, t, method="euler_maruyama", dt=0.05)
+    with pytest.raises(ValueError, match=r"0-dim int64 tensor, got a tensor of dtype torch\.float"):
+        prepared(y0, seed=torch.tensor(1.0))
+    with pytest.raises(TypeError, match="seed must be an integer, got str"):
+        prepared(y0, seed="1")
+    with pytest.raises(ValueError, match="cuda_graph does not capture SDE solves"):
+        prepared.cuda_graph(y0)
+    ode = solvers.prepare(ODE(lambda t, y: -y), t, dt=0.1)
+    with pytest.raises(ValueError, match=r"seed applies to SDE problems .*, not to ODE"):
+        ode(y0, seed=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_an_sde_call_with_a_seed_tensor_has_no_cuda_sync(adjoint):
+    dev = torch.device("cuda")
+    sde, y0, t = sde_case()
+    sde.diffusion.to(dev)
+    drift = nn.Linear(3, 3, dtype=F64, device=dev)
+    sde = SDE(lambda t, y: drift(y), sde.diffusion, seed=7)
+    t, y0 = t.to(dev), y0.detach().to(dev).requires_grad_(True)
+    prepared = solvers.prepare(sde, t, method="euler_maruyama", dt=0.05, adjoint=adjoint)
+    ref = prepared(y0)
+    seed = torch.tensor(7, device=dev)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sol = prepared(y0, seed=seed)
+        sol.ys.pow(2).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(sol.ys, ref.ys) and y0.grad is not None
