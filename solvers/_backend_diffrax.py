@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import sys
 import threading
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from ._backends import AbstractBackend, register_backend
 from ._cde import CDE
-from ._integrate import refine_grid, steps_per_interval, vjp
+from ._integrate import fixed_schedule, refine_grid, vjp
 from ._methods import get_method
 from ._problems import ODE
 from ._solution import Solution, Stats, Status
@@ -154,14 +155,10 @@ class DiffraxBackend(AbstractBackend):
 
 
 def _step_times(t: torch.Tensor, dt: float) -> torch.Tensor:
-    """The native fixed-step grid: each interval of ``t`` split into ``⌈Δ/dt⌉`` equal steps,
-    as ``(N + 1,)`` step boundaries."""
-    n = steps_per_interval(t[None], dt)[0]
-    start = n.cumsum(0) - n
-    which = torch.repeat_interleave(torch.arange(n.shape[0], device=t.device), n)
-    k = torch.arange(which.shape[0], device=t.device) - start[which]
-    pts = t[which] + k * (t.diff() / n)[which]
-    return torch.cat([pts, t[-1:]])
+    """The native fixed steps over the output times ``t`` (``fixed_schedule``'s, uncapped:
+    diffrax applies ``max_steps`` itself), as ``(N + 1,)`` step boundaries."""
+    sched = fixed_schedule(t[None], dt, sys.maxsize)
+    return torch.cat([torch.stack(sched.ts)[:, 0], t[-1:]])
 
 
 def _adjoint_spec(adjoint, method, dt, steps) -> tuple:
