@@ -291,9 +291,7 @@ class _Solve(torch.autograd.Function):
                 ctx.vjp = None
             ys = np.asarray(ys)
             aux = [int(a) for a in aux]
-        codes = list(_RESULTS.values())
-        code = codes[aux[0]] if aux[0] < len(codes) else Status.NONFINITE
-        run.outcome = (code, _result_name(aux[0]), aux[1], aux[2])
+        run.outcome = (*_result(aux[0]), aux[1], aux[2])
         ctx.run = run
         return torch.from_numpy(ys.copy()).to(device=y0.device, dtype=y0.dtype)
 
@@ -321,9 +319,13 @@ def _optional(x, like):
     return jnp.zeros(1, dtype=like.dtype) if x is None else jnp.asarray(x)
 
 
-def _result_name(index: int) -> str:
-    names = list(_RESULTS)
-    return names[index] if index < len(names) else "another failure"
+def _result(index: int) -> tuple[Status, str]:
+    """The ``Status`` and diffrax's name of the result at ``index`` of ``_RESULTS`` (any
+    later index: a result not listed there, counted as NONFINITE)."""
+    if index < len(_RESULTS):
+        name = list(_RESULTS)[index]
+        return _RESULTS[name], name
+    return Status.NONFINITE, "another failure"
 
 
 # ---------------------------------------------------------------------------------------------
