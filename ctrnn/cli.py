@@ -295,6 +295,26 @@ def _add_train(commands) -> None:
     )
 
 
+_MAPPING_FIELDS = {
+    "solver": "solver: {method: rk4, dt: 0.5}",
+    "model_options": "model_options: {delay: 5.0}",
+    "dataset_options": "dataset_options: {n: 200}",
+}
+
+
+def _checked_mappings(fields: dict, source) -> dict:
+    """The fields of a config file, with a clear error where a mapping field is not one
+    (the command line merges flags into them)."""
+    for key, example in _MAPPING_FIELDS.items():
+        value = fields.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(
+                f"config file {str(source)!r}: {key} must be a mapping of option names to "
+                f"values, e.g. {example}; got {type(value).__name__} {value!r}"
+            )
+    return fields
+
+
 def train_config_from_args(args: argparse.Namespace):
     """The :class:`ctrnn.train.TrainConfig` of a parsed ``ctrnn train`` command line."""
     from pathlib import Path
@@ -305,9 +325,9 @@ def train_config_from_args(args: argparse.Namespace):
     fields: dict = {}
     saved = Path(args.out) / "config.json"
     if args.resume and saved.is_file():
-        fields.update(read_config_file(saved))
+        fields.update(_checked_mappings(read_config_file(saved), saved))
     if args.config:
-        fields.update(read_config_file(args.config))
+        fields.update(_checked_mappings(read_config_file(args.config), args.config))
     for flag, name in _TRAIN_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -542,12 +562,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; ``None`` reads ``sys.argv[1:]``.
 
     Returns:
-        The process exit status: 0, or 2 for a bad argument or setting (the message on
-        stderr names it).
+        The process exit status: 0, or 2 for a bad argument or setting, an unreadable or
+        damaged file, a run directory that cannot be written or is in use by another run (the
+        message on stderr names it).
     """
     args = _build_parser().parse_args(argv)
+    from ctrnn.train._checkpoint import RunDirectoryBusy
+
     try:
         return _RUNNERS[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"ctrnn {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, RunDirectoryBusy) as e:
+        message = e.strerror if isinstance(e, OSError) and e.strerror else e
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in str(message):
+            message = f"{message}: {e.filename!r}"
+        print(f"ctrnn {args.command}: error: {message}", file=sys.stderr)
         return 2

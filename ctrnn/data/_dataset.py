@@ -110,6 +110,18 @@ def _as_float_tensor(x, owner: str, what: str) -> torch.Tensor:
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
+def check_no_infinity(values: torch.Tensor, owner: str, what: str) -> None:
+    """Refuse ±inf in a ``(T, C)`` series: NaN marks a missing value, but an infinite one
+    would turn the normalisation statistics, and then the training, to NaN."""
+    if torch.isinf(values).any():
+        t, c = (int(i) for i in torch.isinf(values).nonzero()[0])
+        raise ValueError(
+            f"{owner}: {what} holds {float(values[t, c])} at time step {t}, channel {c}; values "
+            "must be finite, with NaN marking a missing value: replace infinities with NaN (e.g. "
+            "x[~np.isfinite(x)] = np.nan) or clip them"
+        )
+
+
 def _split_series(values, owner: str) -> list[torch.Tensor]:
     if isinstance(values, (torch.Tensor, np.ndarray)):
         if values.ndim != 3:
@@ -131,6 +143,7 @@ def _split_series(values, owner: str) -> list[torch.Tensor]:
                 f"{owner}: series {i} must have shape (T, C) with T ≥ 1, got {tuple(v.shape)} "
                 "(for one channel use .reshape(-1, 1))"
             )
+        check_no_infinity(v, owner, f"series {i}")
         out.append(v)
     if not out:
         raise ValueError(f"{owner}: values holds no series")
@@ -206,7 +219,7 @@ class TimeSeriesDataset(Dataset):
 
     Args:
         values: a list of ``(T_i, C)`` arrays or tensors (series of different lengths), or an
-            ``(N, T, C)`` array; NaN marks a missing value.
+            ``(N, T, C)`` array; NaN marks a missing value; ±inf is refused.
         labels: ``(N,)`` integer class indices in ``[0, num_classes)``; or ``(N,)`` floats for
             regression (then ``num_classes`` is None); or per-time-step integer classes, an
             ``(N, T)`` array or a list of ``(T_i,)`` arrays (``task == "sequence"``).

@@ -74,16 +74,18 @@ class _Reader:
         tokens = [tok.strip() for tok in text.split(",")]
         cleaned = ["nan" if tok == "?" else tok for tok in tokens]
         try:
-            return np.asarray(cleaned, dtype=np.float64)
+            out = np.asarray(cleaned, dtype=np.float64)
         except ValueError:
-            for tok in cleaned:
-                try:
-                    float(tok)
-                except ValueError:
-                    raise self.error(
-                        lineno, f"non-numeric value {tok!r} in dimension {dim + 1}"
-                    ) from None
-            raise
+            bad = next(tok for tok in cleaned if not _is_float(tok))
+            raise self.error(lineno, f"non-numeric value {bad!r} in dimension {dim + 1}") from None
+        if np.isinf(out).any():
+            pos = int(np.flatnonzero(np.isinf(out))[0])
+            raise self.error(
+                lineno,
+                f"infinite value {tokens[pos]!r} at position {pos} of dimension {dim + 1}; mark "
+                "a missing value with '?' or NaN",
+            )
+        return out
 
     def series(self, lineno: int, line: str, dims_expected: int | None):
         if "(" in line:
@@ -186,6 +188,14 @@ def read_ts(path: str | os.PathLike) -> TimeSeriesDataset:
     if classes is None:
         return TimeSeriesDataset(values, np.asarray(labels, dtype=np.float32), name=name)
     return TimeSeriesDataset(values, np.asarray(labels, dtype=np.int64), classes=classes, name=name)
+
+
+def _is_float(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_header(reader: _Reader, lineno: int) -> int | None:

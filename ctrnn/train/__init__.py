@@ -2,6 +2,7 @@
 directory (metrics, checkpoints), evaluation of a finished run, multi-process training under
 ``torchrun``, and a scikit-learn style classifier over any model."""
 
+from ._checkpoint import CheckpointError, RunDirectoryBusy, RunWriteError
 from ._classifier import TimeSeriesClassifier
 from ._config import SolverOptions, TrainConfig
 from ._evaluate import Run, classification_report, evaluate, load_run
@@ -9,6 +10,9 @@ from ._trainer import METRICS_COLUMNS, TrainResult, read_metrics, train
 
 __all__ = [
     "METRICS_COLUMNS",
+    "CheckpointError",
+    "RunDirectoryBusy",
+    "RunWriteError",
     "Run",
     "SolverOptions",
     "TimeSeriesClassifier",

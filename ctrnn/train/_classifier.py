@@ -7,6 +7,8 @@ import inspect
 import numpy as np
 import torch
 
+from ctrnn.data._dataset import check_no_infinity
+
 from ._config import TrainConfig
 from ._distributed import Context
 from ._loop import (
@@ -61,7 +63,9 @@ def _as_series(X, owner: str) -> list[np.ndarray]:
                 f"{owner}: series {i} of X must be (n_channels, n_timepoints) with at least one "
                 f"time point, got shape {a.shape}"
             )
-        out.append(np.ascontiguousarray(a.T))
+        a = np.ascontiguousarray(a.T)
+        check_no_infinity(torch.from_numpy(a), owner, f"series {i} of X")
+        out.append(a)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,8 @@ class TrainConfig:
         split: ``"pooled"`` (stratified 70/15/15) or ``"original"`` (see ``load_dataset``).
         time_channel: prepend the observation time as channel 0.
         normalize: standardise channels with the training statistics.
-        data_root: where file-based datasets are looked up (``None``: the default).
+        data_root: where file-based datasets are looked up (``None``: the default); stored
+            as an absolute path.
         data_seed: seed of the missing-data draw and the split (``None``: ``seed``).
         seed: seed of the model's initialisation, the shuffles and any noise.
         epochs: most training epochs.
@@ -242,7 +244,9 @@ class TrainConfig:
             object.__setattr__(self, "solver", SolverOptions(**self.solver))
         elif not isinstance(self.solver, SolverOptions):
             raise ValueError(
-                f"{owner}: solver must be a SolverOptions or a dict, got {self.solver!r}"
+                f"{owner}: solver must be a SolverOptions or a mapping of solver options such "
+                f"as {{'method': 'rk4', 'dt': 0.5}}, got {type(self.solver).__name__} "
+                f"{self.solver!r}"
             )
         object.__setattr__(self, "dataset", _canonical_dataset(self.dataset))
         if not isinstance(self.dataset_options, dict):
@@ -257,8 +261,13 @@ class TrainConfig:
         _check_choice(owner, "split", self.split, SPLITS)
         _check_bool(owner, "time_channel", self.time_channel)
         _check_bool(owner, "normalize", self.normalize)
-        if self.data_root is not None and not isinstance(self.data_root, str):
-            raise ValueError(f"{owner}: data_root must be a path string, got {self.data_root!r}")
+        if self.data_root is not None:
+            if not isinstance(self.data_root, (str, os.PathLike)):
+                raise ValueError(
+                    f"{owner}: data_root must be a path string, got {self.data_root!r}"
+                )
+            # stored resolved, so that evaluate and --resume work from any directory
+            object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
         if self.data_seed is not None:
             _check_int(owner, "data_seed", self.data_seed, minimum=0)
         _check_int(owner, "seed", self.seed, minimum=0)

@@ -18,6 +18,7 @@ from ._trainer import load_splits, read_metrics
 __all__ = ["Run", "classification_report", "evaluate", "load_run"]
 
 _SPLITS = ("train", "val", "test")
+_BEST_KEYS = ("config", "epoch", "monitor", "metric", "task", "classes", "input_size", "model")
 
 
 class Run:
@@ -75,19 +76,26 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> Run:
             f"load_run: {str(run_dir)!r} is not a finished run directory: {detail}; train one "
             "with `ctrnn train --out DIR`"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(checkpoint["config"])
-    classes = checkpoint["classes"]
-    model = build_model(
-        config.model,
-        input_size=checkpoint["input_size"],
-        hidden_size=config.hidden_size,
-        num_outputs=1 if classes is None else len(classes),
-        mode=config.mode,
-        solver=config.solver.to_dict(),
-        options=config.model_options,
-    )
-    model.load_state_dict(checkpoint["model"])
+    checkpoint = _checkpoint.load(path, required=_BEST_KEYS)
+    try:
+        config = TrainConfig.from_dict(checkpoint["config"])
+        classes = checkpoint["classes"]
+        model = build_model(
+            config.model,
+            input_size=checkpoint["input_size"],
+            hidden_size=config.hidden_size,
+            num_outputs=1 if classes is None else len(classes),
+            mode=config.mode,
+            solver=config.solver.to_dict(),
+            options=config.model_options,
+        )
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise _checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r} does not describe a model that can be rebuilt ({first}); "
+            "it is damaged: train the run again"
+        ) from None
     model.to(torch.device(device)).eval()
     return Run(run_dir, checkpoint, model)
 

@@ -31,6 +31,23 @@ __all__ = ["METRICS_COLUMNS", "TrainResult", "train"]
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 CHECKPOINT_FORMAT = 1
 
+# What a last.pt must hold to resume from it.
+_LAST_KEYS = (
+    "config",
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "loader_generators",
+    "history",
+    "best_metric",
+    "best_epoch",
+    "bad_epochs",
+    "stopped",
+    "best_model",
+)
+
 # Fields that may change when a run is resumed: they do not change what was computed so far.
 _RESUMABLE_CHANGES = {"epochs", "patience", "device", "num_workers", "tensorboard"}
 
@@ -165,6 +182,18 @@ def _csv_text(rows: list[dict], header: bool) -> str:
     return out.getvalue()
 
 
+def _append_metrics(path: Path, row: dict) -> None:
+    try:
+        with open(path, "a", newline="") as f:
+            f.write(_csv_text([row], header=False))
+    except OSError as e:
+        raise _checkpoint.RunWriteError(
+            e.errno,
+            f"could not append to {str(path)!r}: {e.strerror or e} (last.pt holds the epoch); "
+            "free some space and resume (--resume)",
+        ) from None
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a ``metrics.csv`` as dicts (numbers as floats, ``epoch`` as int, empty
     cells as None)."""
@@ -288,11 +317,55 @@ def train(
             f"train: config must be a TrainConfig or a dict, got {type(config).__name__}"
         )
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(
+            f"the run directory {str(out_dir)!r} is a file; choose a directory for the run (--out)"
+        )
     ctx = _distributed.setup(config.device)
     try:
-        return _train(config, out_dir, ctx, resume=resume, progress=progress, on_epoch=on_epoch)
+        with _RunDirectory(out_dir, ctx.is_main):
+            return _train(config, out_dir, ctx, resume=resume, progress=progress, on_epoch=on_epoch)
     finally:
         _distributed.teardown(ctx)
+
+
+class _RunDirectory:
+    """The run directory, created and locked by the main process for the run's duration
+    (a second ``train`` into it is refused); temporary files that a killed run left behind
+    are removed. A directory this run created and left empty (it failed before writing
+    anything) is removed again."""
+
+    def __init__(self, path: Path, is_main: bool):
+        self.path, self.is_main = path, is_main
+        self.lock = _checkpoint.RunDirectoryLock(path)
+        self.created = False
+
+    def __enter__(self):
+        if not self.is_main:
+            return self
+        self.created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as e:
+            raise _checkpoint.RunWriteError(
+                e.errno,
+                f"cannot write to the run directory {str(self.path)!r}: {e.strerror or e}; "
+                "choose a writable directory (--out)",
+            ) from None
+        _checkpoint.remove_stale_temporaries(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.is_main:
+            return
+        self.lock.release()
+        if self.created and {p.name for p in self.path.iterdir()} <= {".lock"}:
+            try:
+                (self.path / ".lock").unlink(missing_ok=True)
+                self.path.rmdir()
+            except OSError:
+                pass
 
 
 def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
@@ -304,7 +377,12 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
         )
     checkpoint = None
     if resume and last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
+        checkpoint = _checkpoint.load(last_path, required=_LAST_KEYS)
+        if not isinstance(checkpoint["config"], dict):
+            raise _checkpoint.CheckpointError(
+                f"checkpoint {str(last_path)!r} holds no configuration; it is damaged: delete "
+                "it (and train again into a new directory)"
+            )
         _check_resumable(checkpoint["config"], config, out_dir)
     seed_everything(config.seed)
     splits = load_splits(config)
@@ -313,7 +391,6 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
     model = model_for(config, splits)
     _fit_data_statistics(model, splits.train)
     if ctx.is_main:  # written once the data and the model are known to build
-        out_dir.mkdir(parents=True, exist_ok=True)
         _checkpoint.atomic_write_text(out_dir / "config.json", config.to_json())
     model.to(ctx.device)
     predictor = Predictor(model, task)
@@ -342,17 +419,26 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
     best_metric, best_epoch, bad_epochs = None, 0, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        for name, state in checkpoint["loader_generators"].items():
-            loaders[name].generator.set_state(state)
-        _checkpoint.set_rng_state(checkpoint["rng"])
-        epoch, history = checkpoint["epoch"], list(checkpoint["history"])
-        best_metric, best_epoch = checkpoint["best_metric"], checkpoint["best_epoch"]
-        bad_epochs, stopped = checkpoint["bad_epochs"], checkpoint["stopped"]
-        best_state = checkpoint["best_model"]
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(checkpoint["scheduler"])
+            for name, state in checkpoint["loader_generators"].items():
+                loaders[name].generator.set_state(state)
+            _checkpoint.set_rng_state(checkpoint["rng"])
+            epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
+            best_metric, best_epoch = checkpoint["best_metric"], checkpoint["best_epoch"]
+            bad_epochs, stopped = checkpoint["bad_epochs"], checkpoint["stopped"]
+            best_state = checkpoint["best_model"]
+            model.load_state_dict(best_state)  # checked now, loaded again at the end
+            model.load_state_dict(checkpoint["model"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise _checkpoint.CheckpointError(
+                f"checkpoint {str(last_path)!r} does not fit this run ({first}); it is damaged: "
+                "delete it (and train again into a new directory)"
+            ) from None
 
     writer = None
     if ctx.is_main:
@@ -450,8 +536,7 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
                     ),
                     last_path,
                 )
-                with open(out_dir / "metrics.csv", "a", newline="") as f:
-                    f.write(_csv_text([row], header=False))
+                _append_metrics(out_dir / "metrics.csv", row)
                 if writer is not None:
                     for key in METRICS_COLUMNS[1:]:
                         if row[key] is not None:

@@ -66,7 +66,7 @@ def test_replace_validates():
         ("solver", {"dt": float("nan")}, r"solver.dt must be a finite number > 0, got nan"),
         ("solver", {"max_steps": 0}, r"solver.max_steps must be an integer >= 1, got 0"),
         ("solver", {"steps": 3}, "unknown solver option 'steps'"),
-        ("solver", 3, "solver must be a SolverOptions or a dict, got 3"),
+        ("solver", 3, "solver must be a SolverOptions or a mapping of solver options"),
         ("missing", 1.0, r"missing must be a fraction in \[0, 1\), got 1.0"),
         ("missing", "0.3", r"missing must be a fraction in \[0, 1\), got '0.3'"),
         ("split", "random", "split must be one of pooled, original, got 'random'"),
