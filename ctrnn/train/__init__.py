@@ -11,9 +11,9 @@ from ._trainer import METRICS_COLUMNS, TrainResult, read_metrics, train
 __all__ = [
     "METRICS_COLUMNS",
     "CheckpointError",
+    "Run",
     "RunDirectoryBusy",
     "RunWriteError",
-    "Run",
     "SolverOptions",
     "TimeSeriesClassifier",
     "TrainConfig",
