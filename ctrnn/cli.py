@@ -255,12 +255,26 @@ def _add_train(commands) -> None:
     g.add_argument("--dt", type=_number, help="step of fixed-step methods")
     g.add_argument("--max-steps", type=_positive_int)
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="dataset name (see `ctrnn list`)")
+    g.add_argument(
+        "--dataset",
+        help="a dataset name (see `ctrnn list`): shipped, synthetic, or any UEA/UCR archive set "
+        "under --data-root or in an installed aeon or sktime; or the path to an archive set's "
+        "NAME_TRAIN.ts file or folder",
+    )
     g.add_argument("--missing", type=_number, help="fraction of time points dropped")
-    g.add_argument("--split", help="pooled or original")
+    g.add_argument(
+        "--split",
+        help="pooled (pool the archive's train and test sets, split 70/15/15) or original "
+        "(keep the archive's test set, so that published accuracies apply)",
+    )
     g.add_argument("--no-time-channel", dest="time_channel", action="store_false", default=None)
     g.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
-    g.add_argument("--data-root", metavar="DIR", help="where archive .ts files are read from")
+    g.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="a directory of archive .ts files (NAME_TRAIN.ts, NAME_TEST.ts, directly or in "
+        "NAME/), searched before aeon's and sktime's copies",
+    )
     g.add_argument("--data-seed", type=_nonnegative_int, help="seed of the drop and split")
     g.add_argument(
         "--dataset-option",
@@ -445,20 +459,39 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_list(commands) -> None:
-    commands.add_parser(
+    p = commands.add_parser(
         "list",
-        help="models, datasets, solver methods and backends",
-        description="List the models, datasets, solver methods and backends by name.",
+        help="models, datasets (with the archive sets found), solver methods and backends",
+        description="List the models, datasets, solver methods and backends by name. The "
+        "datasets are the shipped and synthetic ones and every UEA/UCR archive set found in "
+        "--data-root and in an installed aeon's or sktime's data directory.",
+    )
+    p.add_argument(
+        "--data-root", metavar="DIR", help="also list the archive .ts sets in this directory"
     )
 
 
 def _run_list(args: argparse.Namespace) -> int:
     import solvers
-    from ctrnn.data import available_datasets
+    from ctrnn.data import archive_datasets
+    from ctrnn.data.datasets import _REGISTRY
     from ctrnn.models import available
 
     print("models:   " + ", ".join(available()))
-    print("datasets: " + ", ".join(available_datasets()))
+    print("datasets: " + ", ".join(e.name for e in _REGISTRY.values()))
+    found = archive_datasets(args.data_root)
+    where = {"root": "--data-root", "aeon": "aeon", "sktime": "sktime"}
+    if found:
+        print("archive datasets found (ctrnn train --dataset NAME):")
+        width = max(len(n) for n in found) + 2
+        for name, files in found.items():
+            test = "" if files.test is not None else "  (no _TEST file: --split pooled only)"
+            print(f"  {name:<{width}}{where[files.origin]}: {files.folder}{test}")
+    else:
+        print(
+            "archive datasets found: none (pass --data-root DIR holding NAME_TRAIN.ts and "
+            'NAME_TEST.ts, or pip install "ctrnn[data]" for the sets that sktime ships)'
+        )
     print("methods (ODE, CDE, DDE, Hamiltonian problems):")
     for name, method in solvers.methods().items():
         kinds = ", ".join(p.__name__ for p in method.problems)

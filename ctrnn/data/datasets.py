@@ -1,5 +1,6 @@
-"""Datasets by name: the archive sets (JapaneseVowels shipped with the package, BasicMotions
-from an installed sktime) and the synthetic tasks, all behind :func:`load_dataset`."""
+"""Datasets by name: the archive sets (JapaneseVowels shipped with the package, any other
+UEA/UCR set from a directory or an installed aeon or sktime) and the synthetic tasks, all
+behind :func:`load_dataset`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._dataset import DatasetSplits, TimeSeriesDataset
+from .archive import archive_datasets, find_archive, installed_archive_dirs, looks_like_path
 from .protocol import make_splits
 from .synthetic import PLANAR_SETS, adding_problem, copy_task, planar_dataset, spirals
 from .ts import read_ts
@@ -32,8 +34,8 @@ JAPANESE_VOWELS_INFO = {
 
 BASIC_MOTIONS_INFO = {
     "source": (
-        "UEA multivariate time series classification archive, 'BasicMotions', read from the "
-        "installed sktime package (not redistributed with ctrnn)"
+        "UEA multivariate time series classification archive, 'BasicMotions', read from an "
+        "installed aeon or sktime package (not redistributed with ctrnn)"
     ),
     "licence": "not stated by the archive; ctrnn does not redistribute it",
 }
@@ -55,25 +57,29 @@ def japanese_vowels(root: str | os.PathLike | None = None):
     return tuple(out)
 
 
-def _sktime_data_dir() -> Path:
-    # find_spec on the top-level package locates it without running sktime's heavy import
-    spec = importlib.util.find_spec("sktime")
-    if spec is None or not spec.submodule_search_locations:
+def _installed_data_dir(name: str) -> Path:
+    """The data directory of an installed aeon or sktime that holds ``name``, found without
+    importing either."""
+    dirs = installed_archive_dirs()
+    if not dirs:
         raise ImportError(
-            f"BasicMotions is read from an installed sktime, which was not found; install it "
-            f"with {_INSTALL_HINT}, or pass root= a directory with BasicMotions_TRAIN.ts and "
-            "BasicMotions_TEST.ts"
+            f"{name} is read from an installed aeon or sktime, and neither was found; install "
+            f"one with {_INSTALL_HINT}, or pass root= (--data-root) a directory with "
+            f"{name}_TRAIN.ts and {name}_TEST.ts"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    for _, directory in dirs:
+        if any((directory / name / f"{name}_TRAIN{ext}").is_file() for ext in (".ts", ".ts.gz")):
+            return directory
+    return dirs[0][1]
 
 
 def basic_motions(root: str | os.PathLike | None = None):
     """The BasicMotions train and test sets (40 and 40 series, 6 channels, 4 classes, length
-    100), read with :func:`read_ts` from an installed sktime's data directory (``pip install
-    "ctrnn[data]"``), or from ``root``. Its licence is not stated, so ``ctrnn`` does not ship
-    it."""
+    100), read with :func:`read_ts` from an installed aeon's or sktime's data directory
+    (``pip install "ctrnn[data]"``), or from ``root``. Its licence is not stated, so ``ctrnn``
+    does not ship it."""
     if root is None:
-        return _read_pair(_sktime_data_dir(), "BasicMotions", hint=_INSTALL_HINT)
+        return _read_pair(_installed_data_dir("BasicMotions"), "BasicMotions", hint=_INSTALL_HINT)
     return _read_pair(Path(root), "BasicMotions")
 
 
@@ -87,7 +93,7 @@ def _read_pair(root: Path, name: str, hint: str | None = None):
         ]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            extra = f"; reinstall sktime with {hint}" if hint else ""
+            extra = f"; reinstall aeon or sktime ({hint})" if hint else ""
             raise FileNotFoundError(
                 f"{name}: no {name}_{part}.ts(.gz) in {root} or {root / name}{extra}"
             )
@@ -155,9 +161,38 @@ for _kind in PLANAR_SETS:
     )
 
 
-def available_datasets() -> list[str]:
-    """The names :func:`load_dataset` accepts (matched case-insensitively)."""
-    return [e.name for e in _REGISTRY.values()]
+def available_datasets(root: str | os.PathLike | None = None) -> list[str]:
+    """The names :func:`load_dataset` accepts (matched case-insensitively): the shipped and
+    synthetic sets, then every UEA/UCR archive set found in ``root`` or in an installed aeon's
+    or sktime's data directory (see :func:`ctrnn.data.archive_datasets`)."""
+    names = [e.name for e in _REGISTRY.values()]
+    known = {n.lower() for n in names}
+    return names + [n for n in archive_datasets(root) if n.lower() not in known]
+
+
+def canonical_dataset(name: str, root: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    """``(name, root)`` as a run records them: a registered name in its canonical spelling, or
+    an archive set's name as its files spell it, with ``root`` the resolved directory of its
+    files where the argument was a path (``root`` unchanged otherwise).
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones and says how to add a
+            directory); FileNotFoundError: a path that does not exist.
+    """
+    entry = _REGISTRY.get(str(name).lower())
+    if entry is not None:
+        return entry.name, root
+    if looks_like_path(name) or (root is None and Path(name).expanduser().exists()):
+        files = find_archive(name)
+        return files.name, str(files.folder)
+    try:
+        files = find_archive(name, root)
+    except FileNotFoundError as e:
+        raise ValueError(
+            f"unknown dataset {name!r}; available datasets: "
+            f"{', '.join(available_datasets(root))}. {e}"
+        ) from None
+    return files.name, root
 
 
 def load_dataset(
@@ -174,7 +209,10 @@ def load_dataset(
     """A dataset by name, prepared with the Neural CDE paper's protocol (:func:`make_splits`).
 
     Args:
-        name: one of :func:`available_datasets` (case-insensitive).
+        name: one of :func:`available_datasets` (case-insensitive): a shipped or synthetic
+            set, or any UEA/UCR archive set found in ``root`` or in an installed aeon's or
+            sktime's data directory; or a path to a ``NAME_TRAIN.ts`` file or to a directory
+            holding one (see :func:`ctrnn.data.find_archive`).
         missing: the fraction in ``[0, 1)`` of each series' time points to drop (seeded).
         seed: seeds the dropped points, the splits and a synthetic set's generator.
         time_channel: prepend the observation time as channel 0 (never dropped, not
@@ -195,18 +233,23 @@ def load_dataset(
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones), a bad option.
-        ImportError: BasicMotions without sktime installed (``pip install "ctrnn[data]"``).
+        ImportError: BasicMotions without aeon or sktime installed (``pip install
+            "ctrnn[data]"``) and no ``root``.
         FileNotFoundError: an archive set's files are not where they were looked for.
     """
-    entry = _REGISTRY.get(str(name).lower())
-    if entry is None:
-        raise ValueError(
-            f"load_dataset: unknown dataset {name!r}; valid: {', '.join(available_datasets())}"
-        )
-    info = {"name": entry.name, **entry.info}
     protocol = dict(
         missing=missing, seed=seed, time_channel=time_channel, normalize=normalize, split=split
     )
+    entry = _REGISTRY.get(str(name).lower())
+    if entry is None:
+        if options:
+            raise ValueError(
+                f"load_dataset: archive dataset {name!r} takes no options, got "
+                f"{', '.join(sorted(options))}"
+            )
+        train, test, info = _read_archive(name, root)
+        return make_splits(train, test, info=info, **protocol)
+    info = {"name": entry.name, **entry.info}
     if entry.kind == "archive":
         if options:
             raise ValueError(
@@ -229,3 +272,33 @@ def load_dataset(
         raise ValueError(f"load_dataset: bad option for {entry.name}: {e}") from None
     info["options"] = dict(options)
     return make_splits(dataset, info=info, **protocol)
+
+
+def _read_archive(name, root):
+    """``(train, test, info)`` of an archive set found by :func:`find_archive`."""
+    if looks_like_path(str(name)) or (root is None and Path(name).expanduser().exists()):
+        files = find_archive(name)
+    else:
+        try:
+            files = find_archive(name, root)
+        except FileNotFoundError as e:
+            raise ValueError(
+                f"load_dataset: unknown dataset {name!r}; valid: "
+                f"{', '.join(available_datasets(root))}. {e}"
+            ) from None
+    train = read_ts(files.train)
+    test = None if files.test is None else read_ts(files.test)
+    for part in (train, test):
+        if part is not None:
+            part.name = files.name  # the name the files give, not their @problemName
+    where = {"root": "the given path", "aeon": "an installed aeon", "sktime": "an installed sktime"}
+    info = {
+        "name": files.name,
+        "source": (
+            f"UEA/UCR archive dataset {files.name}, read from {files.train}"
+            + ("" if files.test is None else f" and {files.test.name}")
+            + f" (found in {where[files.origin]})"
+        ),
+        "licence": "as the UEA/UCR archive states for this dataset; not redistributed by ctrnn",
+    }
+    return train, test, info

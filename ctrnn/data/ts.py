@@ -114,7 +114,7 @@ def read_ts(path: str | os.PathLike) -> TimeSeriesDataset:
     The header tags ``@problemName``, ``@timeStamps``, ``@missing``, ``@univariate``,
     ``@dimensions``, ``@equalLength``, ``@seriesLength``, ``@classLabel`` (or
     ``@targetLabel true`` for regression) and ``@data`` are read, case-insensitively; lines
-    starting with ``#`` are comments. Each data line holds one series: its dimensions
+    starting with ``#`` or ``%`` are comments. Each data line holds one series: its dimensions
     separated by ``:``, the values of a dimension by ``,``, and the label last; ``?`` or
     ``NaN`` is a missing value. With ``@equalLength false`` the series may differ in length, and
     a dimension shorter than the others of its series is padded with NaN at the end.
@@ -140,12 +140,12 @@ def read_ts(path: str | os.PathLike) -> TimeSeriesDataset:
     data_line = 0
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(("#", "%")):
             continue
         if not in_data:
             if not line.startswith("@"):
                 raise reader.error(
-                    lineno, f"expected a header tag or '#' comment, got {line[:60]!r}"
+                    lineno, f"expected a header tag or a '#' or '%' comment, got {line[:60]!r}"
                 )
             reader.tag(lineno, line)
             if line[1:].split()[0].lower() == "data":

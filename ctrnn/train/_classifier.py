@@ -74,9 +74,10 @@ class TimeSeriesClassifier:
 
     ``X`` is aeon/sktime's layout: an ``(n_cases, n_channels, n_timepoints)`` array, or a list
     of ``(n_channels, n_timepoints_i)`` arrays of different lengths; NaN marks a missing
-    value. Time points are taken as ``0, 1, …`` (use :func:`ctrnn.train.train` with
-    :func:`ctrnn.data.from_arrays` for explicit observation times). Labels are any hashable
-    values (strings, integers); ``classes_`` holds them sorted.
+    value. Observation times are ``times`` where given (a ``(n_timepoints,)`` array shared by
+    every series, ``(n_cases, n_timepoints)``, or a list of ``(n_timepoints_i,)`` arrays;
+    strictly increasing), else ``0, 1, …``. Labels are any hashable values (strings,
+    integers); ``classes_`` holds them sorted.
 
     Args:
         model: a name from :func:`ctrnn.models.available`.
@@ -252,16 +253,19 @@ class TimeSeriesClassifier:
             device=self.device,
         )
 
-    def _dataset(self, series, labels, classes):
+    def _dataset(self, series, labels, classes, times=None):
         from ctrnn.data import TimeSeriesDataset, add_time_channel
 
-        dataset = TimeSeriesDataset(series, labels, classes=classes, name="TimeSeriesClassifier")
+        dataset = TimeSeriesDataset(
+            series, labels, times, classes=classes, name="TimeSeriesClassifier"
+        )
         if self.time_channel:
             dataset = add_time_channel(dataset)
         return dataset
 
-    def fit(self, X, y) -> TimeSeriesClassifier:
-        """Train on ``X`` (see the class docs) and labels ``y`` ``(n_cases,)``."""
+    def fit(self, X, y, times=None) -> TimeSeriesClassifier:
+        """Train on ``X`` (see the class docs) and labels ``y`` ``(n_cases,)``, observed at
+        ``times`` (None: ``0, 1, …``)."""
         from ctrnn.data import channel_stats, split_indices, standardize
 
         owner = "TimeSeriesClassifier.fit"
@@ -275,7 +279,7 @@ class TimeSeriesClassifier:
         classes, index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"{owner}: y must hold at least 2 classes, got {classes.tolist()}")
-        dataset = self._dataset(series, index.astype(np.int64), [str(c) for c in classes])
+        dataset = self._dataset(series, index.astype(np.int64), [str(c) for c in classes], times)
         stats = None
         if self.normalize:
             mean, std = channel_stats(dataset)
@@ -373,8 +377,9 @@ class TimeSeriesClassifier:
                 "fit(X, y) first"
             )
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(n_cases, n_classes)``, columns in the order of ``classes_``."""
+    def predict_proba(self, X, times=None) -> np.ndarray:
+        """Class probabilities ``(n_cases, n_classes)``, columns in the order of ``classes_``;
+        ``times`` as in :meth:`fit`."""
         from ctrnn.data import standardize
 
         self._check_fitted("predict_proba")
@@ -386,7 +391,7 @@ class TimeSeriesClassifier:
                 f"{self.n_channels_}"
             )
         labels = np.zeros(len(series), dtype=np.int64)
-        dataset = self._dataset(series, labels, [str(c) for c in self.classes_])
+        dataset = self._dataset(series, labels, [str(c) for c in self.classes_], times)
         if self._stats is not None:
             dataset = standardize(dataset, *self._stats, skip_channels=self._skip())
         device = next(self.model_.parameters()).device
@@ -401,15 +406,15 @@ class TimeSeriesClassifier:
         )
         return torch.softmax(logits.double(), dim=-1).numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, times=None) -> np.ndarray:
         """The most probable class of each series, ``(n_cases,)`` of ``classes_``' type."""
         self._check_fitted("predict")
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return self.classes_[self.predict_proba(X, times).argmax(axis=1)]
 
-    def score(self, X, y) -> float:
+    def score(self, X, y, times=None) -> float:
         """Accuracy of :meth:`predict` on ``X`` against ``y``."""
         y = np.asarray(y)
-        predicted = self.predict(X)
+        predicted = self.predict(X, times)
         if y.shape != predicted.shape:
             raise ValueError(
                 f"TimeSeriesClassifier.score: y must be ({len(predicted)},), got shape {y.shape}"

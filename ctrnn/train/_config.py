@@ -147,7 +147,11 @@ class TrainConfig:
         mode: ``"discrete"`` or ``"continuous"`` for models that have both; ``None`` takes the
             model's default, except that solver options switch such a model to continuous.
         solver: :class:`SolverOptions` for continuous mode (a dict is accepted).
-        dataset: a name from :func:`ctrnn.data.available_datasets` (case-insensitive).
+        dataset: a name from :func:`ctrnn.data.available_datasets` (case-insensitive): a
+            shipped or synthetic set, or any UEA/UCR archive set found under ``data_root`` or
+            in an installed aeon's or sktime's data directory; or the path to an archive set's
+            ``NAME_TRAIN.ts`` file or folder (stored as ``NAME``, its folder as
+            ``data_root``). ``None`` for data handed to :func:`ctrnn.train.train` as ``data=``.
         dataset_options: options of a synthetic dataset's generator (e.g. ``{"n": 200}``).
         missing: fraction of time points dropped per series, in ``[0, 1)``.
         split: ``"pooled"`` (stratified 70/15/15) or ``"original"`` (see ``load_dataset``).
@@ -184,7 +188,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     mode: str | None = None
     solver: SolverOptions = field(default_factory=SolverOptions)
-    dataset: str = "JapaneseVowels"
+    dataset: str | None = "JapaneseVowels"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     missing: float = 0.0
     split: str = "pooled"
@@ -248,7 +252,6 @@ class TrainConfig:
                 f"as {{'method': 'rk4', 'dt': 0.5}}, got {type(self.solver).__name__} "
                 f"{self.solver!r}"
             )
-        object.__setattr__(self, "dataset", _canonical_dataset(self.dataset))
         if not isinstance(self.dataset_options, dict):
             raise ValueError(
                 f"{owner}: dataset_options must be a dict of keyword arguments, "
@@ -268,6 +271,10 @@ class TrainConfig:
                 )
             # stored resolved, so that evaluate and --resume work from any directory
             object.__setattr__(self, "data_root", str(Path(self.data_root).expanduser().resolve()))
+        if self.dataset is not None:
+            name, root = _canonical_dataset(self.dataset, self.data_root)
+            object.__setattr__(self, "dataset", name)
+            object.__setattr__(self, "data_root", root)
         if self.data_seed is not None:
             _check_int(owner, "data_seed", self.data_seed, minimum=0)
         _check_int(owner, "seed", self.seed, minimum=0)
@@ -406,14 +413,15 @@ def _import_yaml():
     return yaml
 
 
-def _canonical_dataset(name) -> str:
-    from ctrnn.data import available_datasets
+def _canonical_dataset(name, root: str | None) -> tuple[str, str | None]:
+    from ctrnn.data.datasets import canonical_dataset
 
-    names = available_datasets()
-    if isinstance(name, str):
-        for known in names:
-            if known.lower() == name.lower():
-                return known
-    raise ValueError(
-        f"TrainConfig: unknown dataset {name!r}; available datasets: {', '.join(names)}"
-    )
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise ValueError(
+            f"TrainConfig: dataset must be a dataset name or the path to an archive set's "
+            f"_TRAIN.ts file or folder, got {name!r}"
+        )
+    try:
+        return canonical_dataset(os.fspath(name), root)
+    except ValueError as e:
+        raise ValueError(f"TrainConfig: {e}") from None

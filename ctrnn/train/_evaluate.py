@@ -13,7 +13,7 @@ from . import _checkpoint
 from ._config import TrainConfig
 from ._distributed import Context
 from ._loop import Predictor, build_model, evaluate_loader, make_loader
-from ._trainer import load_splits, read_metrics
+from ._trainer import load_data, load_splits, read_metrics
 
 __all__ = ["Run", "classification_report", "evaluate", "load_run"]
 
@@ -32,8 +32,8 @@ class Run:
         monitor, metric: the metric that chose it and its value.
         task: ``"classification"``, ``"regression"`` or ``"sequence"``.
         classes: the class names (None for regression).
-        splits: the :class:`ctrnn.data.DatasetSplits` rebuilt from the config (loaded on first
-            use).
+        splits: the :class:`ctrnn.data.DatasetSplits` rebuilt from the config, or read from
+            ``data.pt`` for a run on the user's data (loaded on first use).
         history: the rows of ``metrics.csv``.
     """
 
@@ -49,6 +49,9 @@ class Run:
 
     @cached_property
     def splits(self):
+        data = self.run_dir / "data.pt"
+        if self.config.get("dataset") is None and data.is_file():
+            return load_data(data)
         return load_splits(TrainConfig.from_dict(self.config))
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import time
@@ -67,6 +68,8 @@ class TrainResult:
             regression).
         epochs_run: epochs trained in all (over every resumption).
         stopped_early: whether early stopping ended the run.
+        dataset: the name of the data trained on (an archive set's real name, or the name of
+            the data handed to :func:`train`).
     """
 
     run_dir: Path
@@ -79,10 +82,12 @@ class TrainResult:
     test_acc: float | None
     epochs_run: int
     stopped_early: bool
+    dataset: str | None = None
 
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir),
+            "dataset": self.dataset,
             "monitor": self.monitor,
             "best_epoch": self.best_epoch,
             "best_metric": self.best_metric,
@@ -94,20 +99,86 @@ class TrainResult:
         }
 
 
-def load_splits(config: TrainConfig):
-    """The :class:`ctrnn.data.DatasetSplits` a config describes."""
+def load_splits(config: TrainConfig, data=None):
+    """The :class:`ctrnn.data.DatasetSplits` a config describes, or that ``data`` gives (see
+    :func:`train`)."""
     from ctrnn.data import load_dataset
 
-    return load_dataset(
-        config.dataset,
+    protocol = dict(
         missing=config.missing,
         seed=config.seed if config.data_seed is None else config.data_seed,
         time_channel=config.time_channel,
         normalize=config.normalize,
         split=config.split,
-        root=config.data_root,
-        **config.dataset_options,
     )
+    if data is not None:
+        return _user_splits(data, protocol)
+    if config.dataset is None:
+        raise ValueError(
+            "the config names no dataset (dataset is None): set dataset, or hand the data to "
+            "train(config, out_dir, data=...)"
+        )
+    return load_dataset(config.dataset, root=config.data_root, **protocol, **config.dataset_options)
+
+
+def _user_splits(data, protocol: dict):
+    from ctrnn.data import DatasetSplits, TimeSeriesDataset, make_splits
+
+    if isinstance(data, DatasetSplits):
+        return data
+    if isinstance(data, TimeSeriesDataset):
+        parts = (data,)
+    elif (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(d, TimeSeriesDataset) for d in data)
+    ):
+        parts = tuple(data)
+    else:
+        raise TypeError(
+            "train: data must be a ctrnn.data.TimeSeriesDataset (split by the config's "
+            "protocol), a (train, test) pair of them, or a ctrnn.data.DatasetSplits; got "
+            f"{type(data).__name__} (build datasets with ctrnn.data.from_arrays)"
+        )
+    name = parts[0].name or "user data"
+    info = {"name": name, "source": "handed to ctrnn.train.train as data="}
+    return make_splits(*parts, info=info, **protocol)
+
+
+def _dataset_state(dataset) -> dict:
+    return {
+        "values": list(dataset.values),
+        "times": list(dataset.times),
+        "labels": dataset.labels,
+        "classes": None if dataset.classes is None else list(dataset.classes),
+        "name": dataset.name or "",
+    }
+
+
+def _save_data(path: Path, splits) -> None:
+    """The splits of a run on user data, so that evaluate and --resume find them."""
+    state = {name: _dataset_state(getattr(splits, name)) for name in ("train", "val", "test")}
+    state["info"] = json.dumps(splits.info, default=str)
+    _checkpoint.save(state, path)
+
+
+def load_data(path: Path):
+    """The :class:`ctrnn.data.DatasetSplits` that :func:`_save_data` wrote."""
+    from ctrnn.data import DatasetSplits, TimeSeriesDataset
+
+    state = _checkpoint.load(path, required=("train", "val", "test", "info"))
+    try:
+        parts = [
+            TimeSeriesDataset(
+                s["values"], s["labels"], s["times"], classes=s["classes"], name=s["name"] or None
+            )
+            for s in (state["train"], state["val"], state["test"])
+        ]
+        return DatasetSplits(*parts, json.loads(state["info"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise _checkpoint.CheckpointError(
+            f"data file {str(path)!r} is damaged ({e}); train the run again"
+        ) from None
 
 
 def model_for(config: TrainConfig, splits) -> nn.Module:
@@ -283,6 +354,7 @@ def train(
     config: TrainConfig | dict,
     out_dir: str | Path,
     *,
+    data=None,
     resume: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
@@ -294,7 +366,15 @@ def train(
         out_dir: the run directory (created). It receives ``config.json``, ``metrics.csv``
             (a row per epoch), ``last.pt`` (everything needed to resume, written atomically
             after every epoch), ``best.pt`` (the best model by ``config.monitor``),
-            ``result.json`` and, when TensorBoard is on, ``tensorboard/``.
+            ``result.json`` and, when TensorBoard is on, ``tensorboard/``. It is locked while
+            the run lasts: a second ``train`` into it raises :class:`RunDirectoryBusy`.
+        data: the user's data instead of ``config.dataset``: a
+            :class:`ctrnn.data.TimeSeriesDataset` (split and prepared by the config's protocol:
+            ``missing``, ``split="pooled"``, ``time_channel``, ``normalize``), a ``(train,
+            test)`` pair of them (``split`` may then be ``"original"``), or a ready
+            :class:`ctrnn.data.DatasetSplits` used as it is. The run's config records
+            ``dataset=None`` and the prepared splits are saved as ``data.pt`` in ``out_dir``,
+            where :func:`evaluate` and ``resume`` find them.
         resume: continue the run in ``out_dir`` from its ``last.pt`` exactly where it stopped
             (the same metrics and parameters as an uninterrupted run). Without a ``last.pt``
             the run starts from the beginning. Without ``resume``, an ``out_dir`` that already
@@ -317,6 +397,8 @@ def train(
             f"train: config must be a TrainConfig or a dict, got {type(config).__name__}"
         )
     out_dir = Path(out_dir)
+    if data is not None or (resume and (out_dir / "data.pt").is_file()):
+        config = config.replace(dataset=None, data_root=None, dataset_options={})
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(
             f"the run directory {str(out_dir)!r} is a file; choose a directory for the run (--out)"
@@ -324,7 +406,15 @@ def train(
     ctx = _distributed.setup(config.device)
     try:
         with _RunDirectory(out_dir, ctx.is_main):
-            return _train(config, out_dir, ctx, resume=resume, progress=progress, on_epoch=on_epoch)
+            return _train(
+                config,
+                out_dir,
+                ctx,
+                data=data,
+                resume=resume,
+                progress=progress,
+                on_epoch=on_epoch,
+            )
     finally:
         _distributed.teardown(ctx)
 
@@ -368,7 +458,7 @@ class _RunDirectory:
                 pass
 
 
-def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
+def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainResult:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if last_path.exists() and not resume:
         raise ValueError(
@@ -385,13 +475,19 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
             )
         _check_resumable(checkpoint["config"], config, out_dir)
     seed_everything(config.seed)
-    splits = load_splits(config)
+    data_path = out_dir / "data.pt"
+    if config.dataset is None and resume and data_path.exists():
+        splits = load_data(data_path)
+    else:
+        splits = load_splits(config, data)
     task = splits.train.task
     monitor = monitor_for(config, task)
     model = model_for(config, splits)
     _fit_data_statistics(model, splits.train)
     if ctx.is_main:  # written once the data and the model are known to build
         _checkpoint.atomic_write_text(out_dir / "config.json", config.to_json())
+        if config.dataset is None and not data_path.exists():
+            _save_data(data_path, splits)
     model.to(ctx.device)
     predictor = Predictor(model, task)
     loaders = {
@@ -567,6 +663,7 @@ def _train(config, out_dir, ctx, *, resume, progress, on_epoch) -> TrainResult:
         test_acc=test_acc,
         epochs_run=epoch,
         stopped_early=stopped,
+        dataset=splits.info.get("name", config.dataset),
     )
     if ctx.is_main:
         _checkpoint.atomic_write_json(out_dir / "result.json", result.to_dict())
