@@ -36,6 +36,19 @@ _positive_int = _int_at_least(1, "positive")
 _nonnegative_int = _int_at_least(0, "non-negative")
 
 
+def _patience(text: str) -> int | str:
+    """``--patience``: a positive integer, ``auto`` or ``none`` (kept as the word here, so
+    that an unset flag stays distinguishable; it becomes None in the config)."""
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, 'auto' or 'none', got {text!r}"
+        ) from None
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -180,6 +193,7 @@ _TRAIN_FLAGS = {
     "data_seed": "data_seed",
     "seed": "seed",
     "epochs": "epochs",
+    "steps": "steps",
     "batch_size": "batch_size",
     "optimizer": "optimizer",
     "lr": "lr",
@@ -286,7 +300,16 @@ def _add_train(commands) -> None:
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--seed", type=_nonnegative_int)
-    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="most epochs (default: as many as --steps optimiser steps take)",
+    )
+    g.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="the budget of optimiser steps that sets the epochs (default 1000)",
+    )
     g.add_argument("--batch-size", type=_positive_int)
     g.add_argument("--optimizer", help="adam or adamw")
     g.add_argument("--lr", type=_number)
@@ -296,8 +319,13 @@ def _add_train(commands) -> None:
     g.add_argument("--lr-patience", type=_nonnegative_int)
     g.add_argument("--min-lr", type=_number)
     g.add_argument("--clip-grad-norm", type=_number)
-    g.add_argument("--patience", type=_positive_int, help="early-stopping patience (epochs)")
-    g.add_argument("--monitor", help="val_acc or val_loss")
+    g.add_argument(
+        "--patience",
+        type=_patience,
+        help="early-stopping patience in epochs, 'auto' (default: a quarter of the epochs, at "
+        "least 10) or 'none'",
+    )
+    g.add_argument("--monitor", help="val_loss (default) or val_acc: picks the best epoch")
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--num-workers", type=_nonnegative_int)
@@ -346,6 +374,8 @@ def train_config_from_args(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             fields[name] = value
+    if fields.get("patience") == "none":
+        fields["patience"] = None
     solver = dict(fields.get("solver") or {})
     for flag, key in _SOLVER_FLAGS.items():
         value = getattr(args, flag)
@@ -377,13 +407,19 @@ def _run_train(args: argparse.Namespace) -> int:
             f"training {config.model} (hidden {config.hidden_size}"
             f"{', ' + config.mode if config.mode else ''}"
             f"{', solver ' + json.dumps(solver) if solver else ''}) on {config.dataset} "
-            f"(missing {config.missing:g}) for up to {config.epochs} epochs -> {args.out}",
+            f"(missing {config.missing:g}) for "
+            + (
+                f"up to {config.epochs} epochs"
+                if config.epochs is not None
+                else f"a budget of {config.steps} optimiser steps"
+            )
+            + f" -> {args.out}",
             flush=True,
         )
 
     def on_epoch(row: dict) -> None:
         print(
-            f"epoch {row['epoch']:>3}/{config.epochs}  train loss {_fmt(row['train_loss'])} "
+            f"epoch {row['epoch']:>3}/{row['epochs']}  train loss {_fmt(row['train_loss'])} "
             f"acc {_fmt(row['train_acc'])}  val loss {_fmt(row['val_loss'])} "
             f"acc {_fmt(row['val_acc'])}  lr {row['lr']:.3g}  {row['seconds']:.1f} s",
             flush=True,

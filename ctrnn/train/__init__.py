@@ -6,7 +6,7 @@ from ._checkpoint import CheckpointError, RunDirectoryBusy, RunWriteError
 from ._classifier import TimeSeriesClassifier
 from ._config import SolverOptions, TrainConfig
 from ._evaluate import Run, classification_report, evaluate, load_run
-from ._trainer import METRICS_COLUMNS, TrainResult, read_metrics, train
+from ._trainer import METRICS_COLUMNS, TrainingWarning, TrainResult, read_metrics, train
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -18,6 +18,7 @@ __all__ = [
     "TimeSeriesClassifier",
     "TrainConfig",
     "TrainResult",
+    "TrainingWarning",
     "classification_report",
     "evaluate",
     "load_run",

@@ -82,12 +82,14 @@ class TimeSeriesClassifier:
     Args:
         model: a name from :func:`ctrnn.models.available`.
         hidden_size: the model's hidden size.
-        epochs: training epochs (the most, with early stopping).
+        epochs: training epochs (the most, with early stopping); None (the default): as
+            many as ``steps`` optimiser steps take.
+        steps: the budget of optimiser steps that sets the epochs when ``epochs`` is None.
         batch_size: the batch size.
         lr: the learning rate.
         weight_decay: as in :class:`~ctrnn.train.TrainConfig`.
         optimizer: ``"adam"`` or ``"adamw"``.
-        schedule: ``"none"`` or ``"cosine"``.
+        schedule: ``"cosine"`` (the default: from ``lr`` to 0 over the epochs) or ``"none"``.
         clip_grad_norm: clip the gradient's 2-norm to this value (None: no clipping).
         validation_fraction: hold out this stratified fraction of ``fit``'s data; the model
             kept is the one with the lowest validation loss (0: train on everything and keep
@@ -126,13 +128,14 @@ class TimeSeriesClassifier:
         model: str = "gru_d",
         *,
         hidden_size: int = 32,
-        epochs: int = 50,
+        epochs: int | None = None,
+        steps: int = 1000,
         batch_size: int = 32,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 0.0,
         optimizer: str = "adam",
-        schedule: str = "none",
-        clip_grad_norm: float | None = None,
+        schedule: str = "cosine",
+        clip_grad_norm: float | None = 1.0,
         validation_fraction: float = 0.0,
         patience: int | None = None,
         time_channel: bool = True,
@@ -146,6 +149,7 @@ class TimeSeriesClassifier:
         self.model = model
         self.hidden_size = hidden_size
         self.epochs = epochs
+        self.steps = steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -242,6 +246,7 @@ class TimeSeriesClassifier:
             normalize=self.normalize,
             seed=self.seed,
             epochs=self.epochs,
+            steps=self.steps,
             batch_size=self.batch_size,
             optimizer=self.optimizer,
             lr=self.lr,
@@ -331,16 +336,18 @@ class TimeSeriesClassifier:
         model.to(ctx.device)
         net = Predictor(model, "classification")
         optimizer = _make_optimizer(config, model.parameters())
-        scheduler = _make_scheduler(config, optimizer, "val_loss")
         loader = make_loader(train_set, config.batch_size, ctx, shuffle=True, seed=config.seed)
+        epochs = config.epochs_for(len(loader))
+        patience = config.patience_for(epochs)
+        scheduler = _make_scheduler(config, optimizer, "val_loss", epochs)
         val_loader = (
             None
             if val_set is None
             else make_loader(val_set, config.batch_size, ctx, shuffle=False, seed=config.seed)
         )
-        history, best, best_epoch, bad = [], None, config.epochs, 0
+        history, best, best_epoch, bad = [], None, epochs, 0
         best_state = None
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             loader.batch_sampler.set_epoch(epoch)
             train_loss, train_acc = train_epoch(
                 net,
@@ -362,7 +369,7 @@ class TimeSeriesClassifier:
                 else:
                     bad += 1
             history.append(row)
-            if config.patience is not None and bad >= config.patience:
+            if patience is not None and bad >= patience:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)

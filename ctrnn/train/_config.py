@@ -161,21 +161,27 @@ class TrainConfig:
             as an absolute path.
         data_seed: seed of the missing-data draw and the split (``None``: ``seed``).
         seed: seed of the model's initialisation, the shuffles and any noise.
-        epochs: most training epochs.
+        epochs: most training epochs; ``None`` (the default): as many as ``steps``
+            optimiser steps take, ``ceil(steps / batches per epoch)``, so that a set of 50
+            series and one of 50,000 both get a useful amount of training.
+        steps: the budget of optimiser steps that sets the epochs when ``epochs`` is None.
         batch_size: global batch size (split across processes under ``torchrun``).
         optimizer: ``"adam"`` or ``"adamw"``.
-        lr: learning rate.
+        lr: learning rate (the peak of the schedule).
         weight_decay: L2 penalty (Adam) or decoupled weight decay (AdamW).
-        schedule: ``"none"``, ``"cosine"`` (to ``min_lr`` over ``epochs``) or ``"plateau"``
+        schedule: ``"none"``, ``"cosine"`` (the default: from ``lr`` to ``min_lr`` over the
+            epochs) or ``"plateau"``
             (multiply by ``lr_factor`` after ``lr_patience`` epochs without improvement of
             ``monitor``).
         lr_factor, lr_patience, min_lr: parameters of the schedules.
         clip_grad_norm: clip the gradient's global 2-norm to this value (``None``: no clip).
-        patience: stop after this many epochs without improvement of ``monitor``
-            (``None``: run every epoch).
-        monitor: ``"val_acc"`` (higher is better) or ``"val_loss"`` (lower is better); picks
-            the best checkpoint and drives early stopping and the plateau schedule. ``None``:
-            ``"val_acc"`` for classification, ``"val_loss"`` for regression.
+        patience: stop after this many epochs without improvement of ``monitor``;
+            ``"auto"`` (the default): a quarter of the epochs, at least 10 (see
+            :meth:`patience_for`); ``None``: run every epoch.
+        monitor: ``"val_loss"`` (lower is better) or ``"val_acc"`` (higher is better); picks
+            the best checkpoint and drives early stopping and the plateau schedule. ``None``
+            (the default): ``"val_loss"``, which, unlike the accuracy of a small validation
+            set, changes with every epoch that improves the model.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … (under ``torchrun``, ``"cuda"`` means
             each process's ``LOCAL_RANK`` device).
         num_workers: DataLoader worker processes.
@@ -197,17 +203,18 @@ class TrainConfig:
     data_root: str | None = None
     data_seed: int | None = None
     seed: int = 0
-    epochs: int = 30
+    epochs: int | None = None
+    steps: int = 1000
     batch_size: int = 32
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    schedule: str = "none"
+    schedule: str = "cosine"
     lr_factor: float = 0.5
     lr_patience: int = 5
     min_lr: float = 0.0
-    clip_grad_norm: float | None = None
-    patience: int | None = None
+    clip_grad_norm: float | None = 1.0
+    patience: int | str | None = "auto"
     monitor: str | None = None
     device: str = "cpu"
     num_workers: int = 0
@@ -278,7 +285,9 @@ class TrainConfig:
         if self.data_seed is not None:
             _check_int(owner, "data_seed", self.data_seed, minimum=0)
         _check_int(owner, "seed", self.seed, minimum=0)
-        _check_int(owner, "epochs", self.epochs, minimum=1)
+        if self.epochs is not None:
+            _check_int(owner, "epochs", self.epochs, minimum=1)
+        _check_int(owner, "steps", self.steps, minimum=1)
         _check_int(owner, "batch_size", self.batch_size, minimum=1)
         _check_choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
         object.__setattr__(self, "lr", _check_float(owner, "lr", self.lr, minimum=0, strict=True))
@@ -298,8 +307,12 @@ class TrainConfig:
                 "clip_grad_norm",
                 _check_float(owner, "clip_grad_norm", self.clip_grad_norm, minimum=0, strict=True),
             )
-        if self.patience is not None:
-            _check_int(owner, "patience", self.patience, minimum=1)
+        if self.patience is not None and self.patience != "auto":
+            if not _is_int(self.patience) or self.patience < 1:
+                raise ValueError(
+                    f"{owner}: patience must be an integer >= 1, 'auto' or None (no early "
+                    f"stopping), got {self.patience!r}"
+                )
         if self.monitor is not None:
             _check_choice(owner, "monitor", self.monitor, MONITORS)
         if not isinstance(self.device, str):
@@ -316,6 +329,21 @@ class TrainConfig:
         _check_int(owner, "num_workers", self.num_workers, minimum=0)
         if self.tensorboard is not None:
             _check_bool(owner, "tensorboard", self.tensorboard)
+
+    # -- rules that depend on the data -------------------------------------------------------
+
+    def epochs_for(self, batches_per_epoch: int) -> int:
+        """The epochs to run: ``epochs`` if set, else ``ceil(steps / batches_per_epoch)``."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(1, math.ceil(self.steps / max(1, batches_per_epoch)))
+
+    def patience_for(self, epochs: int) -> int | None:
+        """Early stopping's patience in epochs: ``patience`` if set, ``None`` for none, and
+        for ``"auto"`` a quarter of ``epochs``, at least 10."""
+        if self.patience == "auto":
+            return max(10, math.ceil(epochs / 4))
+        return self.patience
 
     # -- conversions -------------------------------------------------------------------------
 

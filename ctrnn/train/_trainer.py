@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from ._loop import (
     train_epoch,
 )
 
-__all__ = ["METRICS_COLUMNS", "TrainResult", "train"]
+__all__ = ["METRICS_COLUMNS", "TrainResult", "TrainingWarning", "train"]
 
 #: the columns of ``metrics.csv``, one row per epoch
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -50,7 +51,11 @@ _LAST_KEYS = (
 )
 
 # Fields that may change when a run is resumed: they do not change what was computed so far.
-_RESUMABLE_CHANGES = {"epochs", "patience", "device", "num_workers", "tensorboard"}
+_RESUMABLE_CHANGES = {"epochs", "steps", "patience", "device", "num_workers", "tensorboard"}
+
+
+class TrainingWarning(UserWarning):
+    """A run finished, but its result deserves a look (e.g. its best epoch was the first)."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,7 @@ def monitor_for(config: TrainConfig, task: str) -> str:
                 "regression task: use monitor 'val_loss'"
             )
         return config.monitor
-    return "val_loss" if task == "regression" else "val_acc"
+    return "val_loss"
 
 
 def _fit_data_statistics(model: nn.Module, dataset) -> None:
@@ -221,10 +226,10 @@ def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return kind(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _make_scheduler(config: TrainConfig, optimizer, monitor: str):
+def _make_scheduler(config: TrainConfig, optimizer, monitor: str, epochs: int):
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.epochs, eta_min=config.min_lr
+            optimizer, T_max=epochs, eta_min=config.min_lr
         )
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -380,8 +385,14 @@ def train(
             the run starts from the beginning. Without ``resume``, an ``out_dir`` that already
             holds a run is an error.
         progress: a tqdm bar per epoch; ``None`` draws one when stderr is a terminal.
-        on_epoch: called (by the main process) with each epoch's metrics row after its
-            checkpoint is written.
+        on_epoch: called (by the main process) with each epoch's metrics row (and
+            ``epochs``, the number of epochs planned) after its checkpoint is written.
+
+    How long it trains: ``config.epochs``, or by default as many epochs as
+    ``config.steps`` optimiser steps take; it stops early after ``config.patience`` epochs
+    without a better ``monitor`` (by default the validation loss; patience ``"auto"``: a
+    quarter of the epochs, at least 10). The model of the best epoch is tested; when that is
+    the first of several epochs, a :class:`TrainingWarning` says so.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) each process trains a DistributedDataParallel
     replica on its share of every global batch (``batch_size`` is the global batch);
@@ -508,8 +519,10 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
             device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
             find_unused_parameters=_has_unused_parameters(predictor, loaders["train"], ctx),
         )
+    epochs = config.epochs_for(len(loaders["train"]))
+    patience = config.patience_for(epochs)
     optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer, monitor)
+    scheduler = _make_scheduler(config, optimizer, monitor, epochs)
 
     epoch, history, stopped = 0, [], False
     best_metric, best_epoch, bad_epochs = None, 0, 0
@@ -544,7 +557,7 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
     bar_class = _resolve_progress(progress, ctx.is_main)
 
     try:
-        while epoch < config.epochs and not stopped:
+        while epoch < epochs and not stopped:
             epoch += 1
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -553,7 +566,7 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
             if bar_class is not None:
                 bar = bar_class(
                     total=len(loaders["train"]),
-                    desc=f"epoch {epoch}/{config.epochs}",
+                    desc=f"epoch {epoch}/{epochs}",
                     leave=False,
                     file=sys.stderr,
                 )
@@ -588,7 +601,7 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
-            if config.patience is not None and bad_epochs >= config.patience:
+            if patience is not None and bad_epochs >= patience:
                 stopped = True
             row = dict(
                 epoch=epoch,
@@ -639,7 +652,7 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
                             writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
                     writer.flush()
                 if on_epoch is not None:
-                    on_epoch(dict(row))
+                    on_epoch(dict(row, epochs=epochs))
             ctx.barrier()
     finally:
         if writer is not None:
@@ -649,6 +662,16 @@ def _train(config, out_dir, ctx, *, data, resume, progress, on_epoch) -> TrainRe
         raise ValueError(
             f"no epoch produced a finite {monitor}; the validation set gave "
             f"{history[-1][monitor] if history else 'nothing'}"
+        )
+    if ctx.is_main and best_epoch == 1 and len(history) > 1:
+        budget = f"{config.epochs} epochs" if config.epochs else f"{config.steps} steps"
+        warnings.warn(
+            f"the best epoch by {monitor} was the first of {len(history)}: the validation "
+            f"{monitor} never improved after epoch 1, so the epoch-1 model is the one tested; "
+            f"check the learning rate (lr {config.lr:g}), the budget ({budget}), the model "
+            "and the data",
+            TrainingWarning,
+            stacklevel=3,
         )
     model.load_state_dict(best_state)
     test_loss, test_acc = evaluate_loader(net, loaders["test"], task=task, ctx=ctx)

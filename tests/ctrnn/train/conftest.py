@@ -11,3 +11,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items):
+    # Runs of an epoch or two often keep their first epoch; the warning about it has a test
+    # of its own (test_train_trainer.py::test_a_first_best_epoch_is_reported).
+    for item in items:
+        item.add_marker(pytest.mark.filterwarnings("ignore::ctrnn.train.TrainingWarning"))

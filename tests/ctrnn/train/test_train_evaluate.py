@@ -74,7 +74,7 @@ def test_load_run(run_dir):
     best = torch.load(run_dir / "best.pt", weights_only=True)
     for key, value in run.model.state_dict().items():
         assert torch.equal(value, best["model"][key])
-    assert "Run(" in repr(run) and "val_acc=" in repr(run)
+    assert "Run(" in repr(run) and "val_loss=" in repr(run)
 
 
 def test_load_run_errors(tmp_path):

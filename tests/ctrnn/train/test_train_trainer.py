@@ -56,12 +56,14 @@ def test_run_directory_and_metrics(tmp_path):
     assert rows == result.history
     for row in rows:
         assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
-        assert row["train_loss"] > 0 and row["lr"] == 1e-3 and row["seconds"] > 0
+        assert row["train_loss"] > 0 and row["seconds"] > 0
+    assert rows[0]["lr"] == 3e-3 and rows[1]["lr"] < 3e-3  # the cosine schedule's peak, then less
     assert json.loads((run / "config.json").read_text()) == small().to_dict()
     summary = json.loads((run / "result.json").read_text())
     assert summary["test_acc"] == result.test_acc and summary["best_epoch"] == result.best_epoch
-    best = max(rows, key=lambda r: r["val_acc"])  # first maximum: ties keep the earlier epoch
-    assert result.best_epoch == best["epoch"] and result.best_metric == best["val_acc"]
+    best = min(rows, key=lambda r: r["val_loss"])  # first minimum: ties keep the earlier epoch
+    assert result.best_epoch == best["epoch"] and result.best_metric == best["val_loss"]
+    assert result.monitor == "val_loss"
 
 
 def test_same_config_gives_bit_identical_runs(tmp_path):
@@ -85,7 +87,7 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     for key in ("model", "optimizer", "scheduler", "rng", "loader_generators", "history"):
         assert key in last
     best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert best["epoch"] == 1 and best["monitor"] == "val_acc"
+    assert best["epoch"] == 1 and best["monitor"] == "val_loss"
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
@@ -146,7 +148,7 @@ def test_resume_may_extend_epochs_but_not_change_the_run(tmp_path):
     train(small(epochs=1), tmp_path)
     with pytest.raises(ValueError, match="already holds a run"):
         train(small(epochs=1), tmp_path)
-    with pytest.raises(ValueError, match=r"trained with lr=0.001, the config says lr=0.01"):
+    with pytest.raises(ValueError, match=r"trained with lr=0.003, the config says lr=0.01"):
         train(small(epochs=2, lr=0.01), tmp_path, resume=True)
     result = train(small(epochs=2), tmp_path, resume=True)
     assert result.epochs_run == 2 and len(read_metrics(tmp_path / "metrics.csv")) == 2
@@ -162,10 +164,43 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
 
 def test_early_stopping(tmp_path):
     # a learning rate too small to change any prediction: validation accuracy never improves
-    result = train(small(epochs=5, lr=1e-12, patience=2), tmp_path)
+    result = train(small(epochs=5, lr=1e-12, patience=2, monitor="val_acc"), tmp_path)
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
     assert len(read_metrics(tmp_path / "metrics.csv")) == 3
     assert torch.load(tmp_path / "last.pt", weights_only=True)["stopped"]
+
+
+def test_a_first_best_epoch_is_reported(tmp_path):
+    from ctrnn.train import TrainingWarning
+
+    with pytest.warns(
+        TrainingWarning, match=r"best epoch by val_acc was the first of 3: .*lr 1e-12"
+    ):
+        result = train(small(epochs=3, lr=1e-12, monitor="val_acc"), tmp_path)
+    assert result.best_epoch == 1
+
+
+def test_the_budget_in_steps_sets_the_epochs(tmp_path):
+    # 56 training series in batches of 16: 4 steps an epoch
+    result = train(small(epochs=None, steps=10, patience=None), tmp_path / "a")
+    assert result.epochs_run == 3 and len(read_metrics(tmp_path / "a/metrics.csv")) == 3
+    assert small(epochs=None, steps=10).epochs_for(4) == 3 and small(epochs=7).epochs_for(4) == 7
+    # the cosine schedule runs over the epochs the budget gives
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == 3e-3 and lrs[1] == pytest.approx(3e-3 * (1 + math.cos(math.pi / 3)) / 2)
+    assert small().patience_for(100) == 25 and small().patience_for(8) == 10
+    assert small(patience=None).patience_for(100) is None
+    assert small(patience=4).patience_for(100) == 4
+
+
+def test_early_stopping_on_the_validation_loss_by_default(tmp_path):
+    # epochs past the best one count towards the patience; the best model is the one tested
+    result = train(small(epochs=40, lr=0.05, patience=3), tmp_path)
+    history = result.history
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+    assert result.best_epoch == best + 1 and result.monitor == "val_loss"
+    if result.stopped_early:
+        assert len(history) == result.best_epoch + 3
 
 
 def test_test_metrics_come_from_the_best_checkpoint(tmp_path):
@@ -200,7 +235,7 @@ def test_regression_task(tmp_path):
 def test_sequence_task(tmp_path):
     config = small(dataset="copy", dataset_options={"n": 40, "delay": 5, "memorize": 3})
     result = train(config, tmp_path)
-    assert 0 <= result.test_acc <= 1 and result.monitor == "val_acc"
+    assert 0 <= result.test_acc <= 1 and result.monitor == "val_loss"
 
 
 def test_model_options_mode_and_solver_reach_the_model():
@@ -258,7 +293,7 @@ class _NaNModel(nn.Module):
 
 def test_a_non_finite_loss_stops_with_advice(tmp_path, monkeypatch):
     monkeypatch.setitem(ctrnn.models._registry._BUILDERS, "nan_model", _NaNModel)
-    with pytest.raises(ValueError, match=r"epoch 1: the training loss is nan; lower lr .now 0.001"):
+    with pytest.raises(ValueError, match=r"epoch 1: the training loss is nan; lower lr .now 0.003"):
         train(small(model="nan_model"), tmp_path)
 
 
