@@ -213,8 +213,10 @@ def run_classification_demo(
     """Train each of ``models`` on JapaneseVowels with ``missing`` of the time points dropped.
 
     Every model gets the same data (the seeded drop and the stratified 70/15/15 split of the
-    pooled archive), Adam at learning rate 3e-3, batch 32, ``epochs`` epochs, and is tested
-    with the weights of its best validation epoch. The runs go to ``out_dir/<model>`` (a run
+    pooled archive) and the training defaults of :class:`ctrnn.train.TrainConfig` (Adam at
+    learning rate 3e-3 with a cosine schedule, clipping, early stopping on the validation
+    loss), batch 32, at most ``epochs`` epochs, and is tested with the weights of its epoch
+    of lowest validation loss. The runs go to ``out_dir/<model>`` (a run
     directory of :func:`ctrnn.train.train` each; a previous demo run there is replaced) and
     train in ``workers`` processes at once (default: one per CPU core, at most one per model),
     one torch thread each. ``log`` receives a line as each model finishes. Returns the runs in
