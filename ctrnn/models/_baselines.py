@@ -19,7 +19,7 @@ class GRUCell(AbstractCell):
         super().__init__(input_size, hidden_size)
         self.cell = nn.GRUCell(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
 
-    def step(self, x, h):
+    def step(self, x, h, dt=None):
         return self.cell(x, h)
 
 
@@ -33,7 +33,7 @@ class LSTMCell(AbstractCell):
         super().__init__(input_size, hidden_size, 2 * hidden_size)
         self.cell = nn.LSTMCell(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
 
-    def step(self, x, state):
+    def step(self, x, state, dt=None):
         h, c = state.split(self.hidden_size, dim=-1)
         h, c = self.cell(x, (h, c))
         return torch.cat([h, c], dim=-1)

@@ -24,9 +24,10 @@ from torch import nn
 
 import solvers
 
-from ._base import AbstractCell, AbstractContinuousRNN, _positive_int, with_input_gradients
-from ._registry import register_model
-from .ncde import CDEVectorField, PathDrivenModel, _check_interpolation, _last
+from ._base import AbstractContinuousRNN, last_observed, with_input_gradients
+from ._registry import ModelSpec, register_model
+from ._validate import positive_int as _positive_int
+from .ncde import CDEVectorField, PathDrivenModel
 
 __all__ = ["ANCDE", "AttentiveCDEModel"]
 
@@ -107,16 +108,16 @@ class AttentiveCDEModel(AbstractContinuousRNN):
         """``d[z, h]/dt`` at the state ``y (batch, state_size)`` given ``X``, ``dX/dt``."""
         H = self.hidden_size
         z, h = y[:, :H], y[:, H:]
-        dh = torch.bmm(self.bottom(h), dX[:, :, None])[:, :, 0]
+        dh = torch.bmm(self.bottom(None, h), dX[:, :, None])[:, :, 0]
         a, da = self.attention(h, dh)
         dY = a * dX + da * (X if self.derivative_kind == "exact" else dX)
-        dz = torch.bmm(self.top(z), dY[:, :, None])[:, :, 0]
+        dz = torch.bmm(self.top(None, z), dY[:, :, None])[:, :, 0]
         return torch.cat([dz, dh], dim=1)
 
     def vector_field(self, t, y, x):
         C = self.channels
         dX = x[:, C:]
-        return self.derivative(y, x[:, :C] + t[:, None] * dX, dX)
+        return self.derivative(y, x[:, :C] + t.reshape(-1, 1) * dX, dX)
 
     def problem(self, path: solvers.AbstractPath) -> solvers.ODE:  # type: ignore[override]
         """The joint ``solvers.ODE`` driven by ``path``; the path's knots are its jump times."""
@@ -137,6 +138,7 @@ class _PathDriven(nn.Module):
         self.model, self.path = model, path
 
     def forward(self, t, y):
+        t = t.reshape(t.shape[0]) if t.dim() > 1 else t  # (batch, 1) from the solvers
         return self.model.derivative(y, self.path.evaluate(t), self.path.derivative(t))
 
 
@@ -145,9 +147,9 @@ class ANCDE(PathDrivenModel):
 
     Args:
         input_size, hidden_size, num_classes, interpolation, observation_channels, width,
-            layers, solver: as for :class:`~ctrnn.models.ncde.NeuralCDE` (``solver`` defaults
-            to ``dopri5`` with rtol 1e-3, atol 1e-4; the joint problem is an ODE, so the
-            ``torchcde`` backend does not apply).
+            layers, solver, time_channel: as for :class:`~ctrnn.models.ncde.NeuralCDE`
+            (``solver`` defaults to ``dopri5`` with rtol 1e-3, atol 1e-4; the joint problem
+            is an ODE, so the ``torchcde`` backend does not apply).
         attention_size, attention, hard, derivative: see :class:`AttentiveCDEModel`.
 
     ``forward(x, times=None, mask=None) -> (output, h_n)``: ``z`` at every observation time
@@ -170,13 +172,10 @@ class ANCDE(PathDrivenModel):
         width: int | None = None,
         layers: int = 1,
         solver: dict | None = None,
+        time_channel: float | str | None = "span",
     ):
-        super().__init__()
-        name = type(self).__name__
-        self.input_size = input_size
-        self.interpolation = _check_interpolation(name, interpolation)
-        self.observation_channels = bool(observation_channels)
-        channels = 1 + input_size * (2 if observation_channels else 1)
+        super().__init__(input_size, hidden_size)
+        channels = self.setup_path(interpolation, observation_channels, time_channel)
         self.cde = AttentiveCDEModel(
             channels,
             hidden_size,
@@ -192,15 +191,7 @@ class ANCDE(PathDrivenModel):
         self.solver = (
             dict(method="dopri5", rtol=1e-3, atol=1e-4) if solver is None else dict(solver)
         )
-        self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cde.hidden_size
-
-    def discretize(self, scheme: str = "euler", dt: float = 1.0) -> AbstractCell:
-        """The cell of ``scheme`` on the joint system; input ``[X(t_n), dX/dt]``."""
-        return self.cde.discretize(scheme, dt)
+        self.head = self.make_head(num_classes)
 
     def _solve(self, x, times, mask):
         path, t, lengths = self.path(x, times, mask)
@@ -213,18 +204,16 @@ class ANCDE(PathDrivenModel):
     def forward(self, x, times=None, mask=None):
         y, lengths = self._solve(x, times, mask)
         z = y[..., : self.hidden_size]
-        return z, _last(z, lengths)
+        return z, last_observed(z, lengths)
 
     def attention_weights(self, x, times=None, mask=None) -> torch.Tensor:
         """``a`` at the observation times: ``(batch, T, channels)`` or ``(batch, T, 1)``."""
         y, _ = self._solve(x, times, mask)
         return self.cde.attention(y[..., self.hidden_size :])[0]
 
-    def classify(self, x, times=None, mask=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` from ``z`` at each sample's last observation."""
-        if self.head is None:
-            raise ValueError(f"{type(self).__name__}.classify: built without num_classes")
-        return self.head(self(x, times, mask)[1])
 
-
-register_model("ancde", ANCDE)
+register_model(
+    ModelSpec(
+        "ancde", ANCDE, sequence=True, summary="attentive neural CDE (Jhin et al., ICDM 2021)"
+    )
+)

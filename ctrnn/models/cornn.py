@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel
-from ._registry import register_model
+from ._base import AbstractCell, AbstractContinuousRNN, check_step
+from ._registry import ModelSpec, register_model
 
 __all__ = ["CoRNN", "CoRNNCell"]
 
@@ -90,8 +90,7 @@ class CoRNN(AbstractContinuousRNN):
 
     def discretize(self, scheme: str = "imex", dt: float = 1.0) -> AbstractCell:
         if scheme in IMEX_SCHEMES:
-            if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-                raise ValueError(f"CoRNN.discretize: dt must be positive, got {dt!r}")
+            dt = check_step("CoRNN.discretize", dt)
             return CoRNNCell(
                 self.input_size, self.hidden_size, dt, self.gamma, self.epsilon, scheme, model=self
             )
@@ -120,8 +119,11 @@ class CoRNNCell(AbstractCell):
 
     Follows ``torch.nn.GRUCell``: ``CoRNNCell(input_size, hidden_size, dt=0.042, gamma=2.7,
     epsilon=4.7)`` builds its own :class:`CoRNN` (``cell.model``); :meth:`CoRNN.discretize`
-    passes ``model=`` so that the cell shares the continuous model's parameters.
+    passes ``model=`` so that the cell shares the continuous model's parameters. A
+    per-sample step (``forward(..., dt=...)``, ``(batch,)``) replaces ``Δt`` in both lines.
     """
+
+    takes_dt = True
 
     def __init__(
         self,
@@ -139,14 +141,14 @@ class CoRNNCell(AbstractCell):
         super().__init__(input_size, hidden_size, 2 * hidden_size)
         if scheme not in IMEX_SCHEMES:
             raise ValueError(f"CoRNNCell: scheme must be one of {IMEX_SCHEMES}, got {scheme!r}")
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-            raise ValueError(f"CoRNNCell: dt must be positive, got {dt!r}")
+        dt = check_step("CoRNNCell", dt)
         if model is None:
             model = CoRNN(input_size, hidden_size, gamma, epsilon, device=device, dtype=dtype)
         self.model, self.dt, self.scheme = model, float(dt), scheme
 
-    def step(self, x, h):
-        m, dt = self.model, self.dt
+    def step(self, x, h, dt=None):
+        m = self.model
+        dt = self.dt if dt is None else dt[:, None]
         y, z = h.split(self.hidden_size, dim=-1)
         z_explicit = z + dt * (m.drive(y, z, x) - m.gamma * y)
         if self.scheme == "imex":
@@ -160,21 +162,11 @@ class CoRNNCell(AbstractCell):
         return f"CoRNN, scheme={self.scheme!r}, dt={self.dt}"
 
 
-def _cornn(
-    input_size: int,
-    hidden_size: int,
-    num_classes: int | None = None,
-    mode: str = "discrete",
-    scheme: str = "imex",
-    dt: float = 0.042,
-    solver: dict | None = None,
-    gamma: float = 2.7,
-    epsilon: float = 4.7,
-):
-    model = CoRNN(input_size, hidden_size, gamma=gamma, epsilon=epsilon)
-    return SequenceModel(
-        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
+register_model(
+    ModelSpec(
+        "cornn",
+        CoRNN,
+        defaults=dict(scheme="imex", dt=0.042),
+        summary="coupled oscillatory RNN (Rusch & Mishra, ICLR 2021)",
     )
-
-
-register_model("cornn", _cornn)
+)

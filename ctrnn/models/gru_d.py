@@ -31,15 +31,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import AbstractCell, prepare_sequence
+from ._base import (
+    AbstractCell,
+    AbstractSequenceModel,
+    last_observed,
+    observation_grid,
+    prepare_sequence,
+)
 from ._baselines import GRUCell
-from ._registry import register_model
+from ._registry import ModelSpec, register_model
 
 __all__ = ["GRUD", "GRUDCell", "GRUDt", "time_since_observation"]
-
-
-def _last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return hidden.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, hidden.shape[2]))[:, 0]
 
 
 def time_since_observation(times: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,7 @@ class GRUDCell(AbstractCell):
         x_last = self.x_mean.to(device=device, dtype=dtype).expand(batch, -1)
         return torch.cat([h, x_last], dim=-1)
 
-    def step(self, inp, state):
+    def step(self, inp, state, dt=None):
         x, m, delta = inp.split(self.channels, dim=-1)
         h, x_last = state.split([self.hidden_size, self.channels], dim=-1)
         x_hat = self.impute(x, m, delta, x_last)
@@ -130,7 +132,7 @@ class GRUDCell(AbstractCell):
         return f"channels={self.channels}, hidden_size={self.hidden_size}"
 
 
-class GRUD(nn.Module):
+class GRUD(AbstractSequenceModel):
     """GRU-D over a batch of irregular, partly missing sequences.
 
     Args:
@@ -143,17 +145,17 @@ class GRUD(nn.Module):
     ``output (batch, T, hidden_size)`` holds ``h_t``, ``h_n`` the state at each sample's last
     observed step. The empirical mean ``x̄`` is the buffer ``cell.x_mean`` (zeros by default,
     which suits standardised data); set it from training data with :meth:`fit_mean`.
+    Times are read through ``δ``; GRU-D is discrete only (:meth:`discretize` refuses).
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, num_classes: int | None = None):
-        super().__init__()
+        super().__init__(input_size, hidden_size)
         self.cell = GRUDCell(input_size, hidden_size)
-        self.input_size = input_size
-        self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
+        self.head = self.make_head(num_classes)
 
     @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
+    def formulation(self):
+        return None
 
     @torch.no_grad()
     def fit_mean(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,13 +177,11 @@ class GRUD(nn.Module):
         return self.cell.x_mean
 
     def forward(self, x, times=None, mask=None):
-        name = type(self).__name__
-        values, t, observed, lengths = prepare_sequence(x, times, mask, name)
-        if values.shape[2] != self.input_size:
-            raise ValueError(f"{name}: expected {self.input_size} input channels, got {x.shape[2]}")
+        values, t, observed, lengths = self.prepare(x, times, mask)
+        grid, _ = observation_grid(t, lengths, self.time_scale)
         cell = self.cell
         m = observed.to(values.dtype)
-        delta = time_since_observation(t, observed)
+        delta = time_since_observation(grid, observed)
         # x'_t: the last observation strictly before t (x_mean before the first one)
         seen = observed.cumsum(dim=1) > 0
         held_before = torch.cat([values[:, :1], values[:, :-1]], dim=1)
@@ -196,16 +196,10 @@ class GRUD(nn.Module):
             h = cell.recurrence(p, g * h)
             states.append(h)
         output = torch.stack(states, dim=1)
-        return output, _last(output, lengths)
-
-    def classify(self, x, times=None, mask=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` from ``h`` at each sample's last observation."""
-        if self.head is None:
-            raise ValueError(f"{type(self).__name__}.classify: built without num_classes")
-        return self.head(self(x, times, mask)[1])
+        return output, last_observed(output, lengths)
 
 
-class GRUDt(nn.Module):
+class GRUDt(AbstractSequenceModel):
     """GRU-Δt: a GRU whose input at step ``i`` is ``[x_i, m_i, Δt_i]``.
 
     ``x_i`` holds each missing value at its channel's last observation (zero before the
@@ -222,22 +216,19 @@ class GRUDt(nn.Module):
         num_classes: int | None = None,
         bias: bool = True,
     ):
-        super().__init__()
-        self.input_size = input_size
+        super().__init__(input_size, hidden_size)
         self.cell = GRUCell(2 * input_size + 1, hidden_size, bias)
-        self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
+        self.head = self.make_head(num_classes)
 
     @property
-    def hidden_size(self) -> int:
-        return self.cell.hidden_size
+    def formulation(self):
+        return None
 
     def inputs(self, x, times=None, mask=None):
         """``([x, m, Δt] (batch, T, 2 C + 1), lengths)``: what the GRU reads."""
-        name = type(self).__name__
-        values, t, observed, lengths = prepare_sequence(x, times, mask, name)
-        if values.shape[2] != self.input_size:
-            raise ValueError(f"{name}: expected {self.input_size} input channels, got {x.shape[2]}")
-        dt = torch.cat([torch.zeros_like(t[:, :1]), t.diff(dim=1)], dim=1)
+        values, t, observed, lengths = self.prepare(x, times, mask)
+        grid, _ = observation_grid(t, lengths, self.time_scale)
+        dt = torch.cat([torch.zeros_like(grid[:, :1]), grid.diff(dim=1)], dim=1)
         return torch.cat([values, observed.to(values.dtype), dt[..., None]], dim=-1), lengths
 
     def forward(self, x, times=None, mask=None):
@@ -247,14 +238,17 @@ class GRUDt(nn.Module):
             h = self.cell(xt, h)
             states.append(h)
         output = torch.stack(states, dim=1)
-        return output, _last(output, lengths)
-
-    def classify(self, x, times=None, mask=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` from ``h`` at each sample's last observation."""
-        if self.head is None:
-            raise ValueError(f"{type(self).__name__}.classify: built without num_classes")
-        return self.head(self(x, times, mask)[1])
+        return output, last_observed(output, lengths)
 
 
-register_model("gru_d", GRUD)
-register_model("gru_dt", GRUDt)
+register_model(
+    ModelSpec("gru_d", GRUD, sequence=True, summary="GRU-D (Che et al., Scientific Reports 2018)")
+)
+register_model(
+    ModelSpec(
+        "gru_dt",
+        GRUDt,
+        sequence=True,
+        summary="GRU on [x, mask, Δt] (the baseline of Rubanova et al. 2019)",
+    )
+)

@@ -32,8 +32,8 @@ from torch import nn
 import solvers
 
 from ..data.synthetic import double_circles, double_moons, swiss_roll
-from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel
-from ._registry import register_model
+from ._base import AbstractCell, AbstractContinuousRNN, check_step
+from ._registry import ModelSpec, register_model
 
 __all__ = [
     "HamiltonianNet",
@@ -282,8 +282,7 @@ class HamiltonianRNN(AbstractContinuousRNN):
 
     def discretize(self, scheme: str = "semi_implicit_euler", dt: float = 1.0) -> AbstractCell:
         if scheme in SYMPLECTIC_SCHEMES:
-            if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-                raise ValueError(f"HamiltonianRNN.discretize: dt must be positive, got {dt!r}")
+            dt = check_step("HamiltonianRNN.discretize", dt)
             if not self.split:
                 raise ValueError(
                     f"HamiltonianRNN.discretize: {scheme!r} is a symplectic splitting and needs "
@@ -326,47 +325,42 @@ class _Gradient(_Force):
 class SymplecticCell(AbstractCell):
     """One step of a symplectic splitting of a split :class:`HamiltonianRNN`, input held.
 
-    With ``semi_implicit_euler`` this is the H2 cell, ``u = U x + b``::
+    The coefficients are those of the ``solvers`` splitting scheme of the same name
+    (``solvers.methods()[scheme].scheme``); a per-sample step ``dt (batch,)`` scales them
+    per sample. With ``semi_implicit_euler`` this is the H2 cell, ``u = U x + b``::
 
         p' = p - dt K_qᵀ tanh(K_q q + u_q)
         q' = q + dt K_pᵀ tanh(K_p p' + u_p)
     """
 
+    takes_dt = True
+
     def __init__(self, model: HamiltonianRNN, scheme, dt: float):
         super().__init__(model.input_size, model.hidden_size)
         self.model, self.scheme, self.dt = model, scheme, dt
 
-    def step(self, x, h):
+    def step(self, x, h, dt=None):
         m = self.hidden_size // 2
         u = self.model.input_map(x)
         p, q = h[:, :m], h[:, m:]
+        dt = self.dt if dt is None else dt[:, None]
         kicks, drifts = self.scheme.kicks, self.scheme.drifts
         for i, b in enumerate(kicks):
             if b != 0.0:
-                p = p + (b * self.dt) * self.model.force(q, u)
+                p = p + (b * dt) * self.model.force(q, u)
             if i < len(drifts) and drifts[i] != 0.0:
-                q = q + (drifts[i] * self.dt) * self.model.velocity(p, u)
+                q = q + (drifts[i] * dt) * self.model.velocity(p, u)
         return torch.cat([p, q], dim=1)
 
     def extra_repr(self):
         return f"HamiltonianRNN, scheme={self.scheme.name!r}, dt={self.dt}"
 
 
-def _hamiltonian(
-    input_size: int,
-    hidden_size: int,
-    num_classes: int | None = None,
-    mode: str = "discrete",
-    scheme: str = "semi_implicit_euler",
-    dt: float = 1.0,
-    solver: dict | None = None,
-    J: str = "J1",
-    split: bool = True,
-):
-    model = HamiltonianRNN(input_size, hidden_size, J=J, split=split)
-    return SequenceModel(
-        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
+register_model(
+    ModelSpec(
+        "hamiltonian",
+        HamiltonianRNN,
+        defaults=dict(scheme="semi_implicit_euler", dt=1.0),
+        summary="Hamiltonian recurrent network (Galimberti et al., IEEE TAC 2023)",
     )
-
-
-register_model("hamiltonian", _hamiltonian)
+)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import AbstractContinuousRNN, SequenceModel
-from ._registry import register_model
+from ._base import AbstractContinuousRNN
+from ._registry import ModelSpec, register_model
 
 __all__ = ["LipschitzDynamics", "LipschitzRNN", "lipschitz_matrix"]
 
@@ -147,31 +147,11 @@ class LipschitzRNN(AbstractContinuousRNN):
         return self.dynamics.matrices()[0]
 
 
-def _lipschitz_rnn(
-    input_size: int,
-    hidden_size: int,
-    *,
-    num_classes: int | None = None,
-    mode: str = "discrete",
-    scheme: str = "euler",
-    dt: float = 0.03,
-    solver: dict | None = None,
-    beta_A: float = 0.75,
-    gamma_A: float = 0.001,
-    beta_W: float = 0.75,
-    gamma_W: float = 0.001,
-    init_std: float = 1.0,
-    bias: bool = True,
-    device=None,
-    dtype=None,
-) -> SequenceModel:
-    model = LipschitzRNN(
-        input_size, hidden_size, beta_A, gamma_A, beta_W, gamma_W, init_std, bias, device, dtype
+register_model(
+    ModelSpec(
+        "lipschitz_rnn",
+        LipschitzRNN,
+        defaults=dict(dt=0.03),
+        summary="Lipschitz RNN (Erichson et al., ICLR 2021)",
     )
-    seq = SequenceModel(
-        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
-    )
-    return seq.to(device=device, dtype=dtype)
-
-
-register_model("lipschitz_rnn", _lipschitz_rnn)
+)

@@ -2,8 +2,8 @@
 controlled differential equations for irregular time series*, NeurIPS 2020).
 
 ``z(t0) = ζ(X(t0))``, ``dz = f_θ(z) dX(t)``, read out from ``z(T)``. ``X`` interpolates the
-observations with time as channel 0 and, optionally, one cumulative observation count per
-channel (the paper's treatment of missing data).
+observations with time as channel 0 (once, scaled: see ``time_channel``) and, optionally,
+one cumulative observation count per channel (the paper's treatment of missing data).
 
 - :class:`CDEVectorField`: ``f_θ``, an MLP ending in ``tanh``, ``(batch, hidden) ->
   (batch, hidden, channels)``.
@@ -20,8 +20,16 @@ from torch import nn
 
 import solvers
 
-from ._base import AbstractCell, AbstractContinuousRNN, prepare_sequence
-from ._registry import register_model
+from ._base import (
+    AbstractCell,
+    AbstractContinuousRNN,
+    AbstractSequenceModel,
+    last_observed,
+    observation_grid,
+    prepare_sequence,
+)
+from ._registry import ModelSpec, register_model
+from ._validate import positive_number
 
 __all__ = ["CDEVectorField", "NeuralCDE", "NeuralCDEModel", "build_path"]
 
@@ -47,7 +55,8 @@ class CDEVectorField(nn.Module):
         mods.append(nn.Linear(size, hidden_size * channels))
         self.net = nn.Sequential(*mods)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        """``f_θ(z)`` (autonomous: ``t``, the solvers' ``f(t, z)`` argument, is not read)."""
         return torch.tanh(self.net(z)).reshape(z.shape[0], self.hidden_size, self.channels)
 
 
@@ -59,6 +68,34 @@ def _check_interpolation(owner: str, interpolation) -> str:
     return interpolation
 
 
+_TIME_CHANNELS = ("span",)
+
+
+def _check_time_channel(owner: str, time_channel):
+    if time_channel is None or time_channel in _TIME_CHANNELS:
+        return time_channel
+    if isinstance(time_channel, str):
+        raise ValueError(
+            f"{owner}: time_channel must be 'span', a positive number or None, got {time_channel!r}"
+        )
+    return positive_number(owner, "time_channel", time_channel)
+
+
+def time_channel_values(grid: torch.Tensor, lengths: torch.Tensor, time_channel) -> torch.Tensor:
+    """The path's time channel ``(batch, T)`` on each sample's grid: ``(t - t_0) / s`` with
+    ``s = t_last - t_0``, the sample's own span up to its last observation, for ``"span"``
+    (so that the channel runs over ``[0, 1]``, 1 for a single observation), or the number
+    ``s`` given."""
+    start = grid[:, :1]
+    if time_channel == "span":
+        end = grid.gather(1, (lengths - 1)[:, None])
+        span = end - start
+        scale = torch.where(span > 0, span, torch.ones_like(span))
+    else:
+        scale = time_channel
+    return (grid - start) / scale
+
+
 def build_path(
     x: torch.Tensor,
     times,
@@ -68,38 +105,47 @@ def build_path(
     input_size: int,
     interpolation: str = "hermite",
     observation_channels: bool = False,
+    time_channel="span",
 ):
     """The control path of a batch of observations.
 
     ``x (batch, T, input_size)`` with NaN (or ``mask`` False) where missing; ``times``
     ``None`` (``0, 1, …``), ``(T,)`` or ``(batch, T)``. The path's channels are
-    ``[t, x_1 … x_C]`` and, with ``observation_channels``, ``[n_1 … n_C]`` where ``n_c(t_i)``
-    counts the observations of channel ``c`` up to ``t_i`` (Kidger et al., 2020, section 3.5).
-    Missing values are filled per channel by :func:`solvers.interpolate`; a channel never
-    observed in a sample is filled with 0.
+    ``[τ, x_1 … x_C]`` with the time channel ``τ`` of :func:`time_channel_values` (none when
+    ``time_channel`` is ``None``: for data that already carries time as a channel) and,
+    with ``observation_channels``, ``[n_1 … n_C]`` where ``n_c(t_i)`` counts the
+    observations of channel ``c`` up to ``t_i`` (Kidger et al., 2020, section 3.5). Missing
+    values are filled per channel by :func:`solvers.interpolate`; a channel never observed
+    in a sample is filled with 0. The path runs over each sample's own grid
+    (:func:`~ctrnn.models.observation_grid`): the times of trailing padding are not read.
 
     Returns ``(path, t, lengths)``: ``t`` is ``(T,)`` when the batch shares its times, else
     ``(batch, T)``; ``lengths (batch,)`` counts the steps up to each sample's last observation.
     """
-    _, t, observed, lengths = prepare_sequence(x, times, mask, owner)
-    if x.shape[2] != input_size:
+    if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] != input_size:
         raise ValueError(f"{owner}: expected {input_size} input channels, got {x.shape[2]}")
+    _, t, observed, lengths = prepare_sequence(x, times, mask, owner)
     if x.shape[1] < 2:
         raise ValueError(f"{owner}: a path needs at least 2 time steps, got T={x.shape[1]}")
-    shared = times is None or torch.as_tensor(times).dim() == 1
+    if interpolation == "rectilinear" and time_channel is None:
+        raise ValueError(
+            f"{owner}: interpolation='rectilinear' needs the time channel; got time_channel=None"
+        )
+    grid, _ = observation_grid(t, lengths)
+    shared = (times is None or torch.as_tensor(times).dim() == 1) and bool(
+        (lengths == x.shape[1]).all()
+    )
     values = torch.where(observed, x, torch.full_like(x, float("nan")))
-    channels = [t[..., None], values]
+    channels = [values]
+    if time_channel is not None:
+        channels.insert(0, time_channel_values(grid, lengths, time_channel)[..., None])
     if observation_channels:
         channels.append(observed.to(x.dtype).cumsum(dim=1))
     path_values = torch.cat(channels, dim=2)
-    t_path = t[0] if shared else t
+    t_path = grid[0] if shared else grid
     extra = {"time_channel": 0} if interpolation == "rectilinear" else {}
     path = solvers.interpolate(path_values, t_path, kind=interpolation, fill_value=0.0, **extra)
     return path, t_path, lengths
-
-
-def _last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return hidden.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, hidden.shape[2]))[:, 0]
 
 
 class NeuralCDEModel(AbstractContinuousRNN):
@@ -120,7 +166,7 @@ class NeuralCDEModel(AbstractContinuousRNN):
         self.field = CDEVectorField(hidden_size, channels, width or hidden_size, layers)
 
     def vector_field(self, t, z, x):
-        fz = self.field(z)
+        fz = self.field(t, z)
         return torch.bmm(fz, x[:, :, None])[:, :, 0]
 
     def problem(self, path: solvers.AbstractPath) -> solvers.CDE:  # type: ignore[override]
@@ -132,13 +178,29 @@ class NeuralCDEModel(AbstractContinuousRNN):
         return solvers.solve(self.problem(path), z0, times, **solver_options).ys
 
 
-class PathDrivenModel(nn.Module):
-    """A model whose continuous part (``cde``) is driven by a path built from its inputs
-    (:class:`NeuralCDE`, :class:`~ctrnn.models.ancde.ANCDE`). Subclasses set
-    ``input_size``, ``interpolation``, ``observation_channels``, ``cde`` and ``solver``."""
+class PathDrivenModel(AbstractSequenceModel):
+    """An abstract sequence model whose continuous part (``cde``, the :attr:`formulation`)
+    is driven by a path built from its inputs (:class:`NeuralCDE`,
+    :class:`~ctrnn.models.ancde.ANCDE`). Subclasses call :meth:`setup_path` and set ``cde``
+    and ``solver``."""
+
+    def setup_path(self, interpolation, observation_channels, time_channel) -> int:
+        """Check and keep the path options; returns the path's number of channels."""
+        name = type(self).__name__
+        self.interpolation = _check_interpolation(name, interpolation)
+        self.observation_channels = bool(observation_channels)
+        self.time_channel = _check_time_channel(name, time_channel)
+        time = 0 if self.time_channel is None else 1
+        return time + self.input_size * (2 if observation_channels else 1)
+
+    @property
+    def formulation(self) -> AbstractContinuousRNN:
+        return self.cde
 
     def path(self, x, times=None, mask=None):
         """``(path, t, lengths)`` for ``x`` (see :func:`build_path`)."""
+        if isinstance(x, torch.Tensor):
+            self.check_dtype(x)
         return build_path(
             x,
             times,
@@ -147,6 +209,7 @@ class PathDrivenModel(nn.Module):
             input_size=self.input_size,
             interpolation=self.interpolation,
             observation_channels=self.observation_channels,
+            time_channel=self.time_channel,
         )
 
 
@@ -154,7 +217,8 @@ class NeuralCDE(PathDrivenModel):
     """A neural CDE over a batch of irregular, partly missing sequences.
 
     Args:
-        input_size: data channels ``C`` (time is added as a channel here).
+        input_size: data channels ``C`` (time is added as a channel here, see
+            ``time_channel``).
         hidden_size: size of ``z``.
         num_classes: size of the linear head on ``z`` at each sample's last observation.
         interpolation: ``"hermite"`` (default), ``"linear"``, ``"rectilinear"`` or
@@ -166,6 +230,10 @@ class NeuralCDE(PathDrivenModel):
             runs ``discretize(scheme, dt)`` over the increments of the path between
             observations (the linear path through the filled observations).
         scheme, dt: the discrete mode's scheme and step.
+        time_channel: the path's time channel ``τ``: ``"span"`` (default) ``(t - t_0) /
+            (t_last - t_0)``, each sample's own observation span mapped onto ``[0, 1]``, so
+            that the control's size does not grow with the series' length; a number ``s``:
+            ``(t - t_0) / s``; ``None``: no time channel (the data already has one).
 
     ``forward(x, times=None, mask=None) -> (output, h_n)``: ``output (batch, T, hidden_size)``
     is ``z`` at every observation time, ``h_n`` at each sample's last observation.
@@ -185,15 +253,13 @@ class NeuralCDE(PathDrivenModel):
         scheme: str = "rk4",
         dt: float = 1.0,
         solver: dict | None = None,
+        time_channel: float | str | None = "span",
     ):
-        super().__init__()
+        super().__init__(input_size, hidden_size)
         name = type(self).__name__
         if mode not in ("continuous", "discrete"):
             raise ValueError(f"{name}: mode must be 'continuous' or 'discrete', got {mode!r}")
-        self.input_size = input_size
-        self.interpolation = _check_interpolation(name, interpolation)
-        self.observation_channels = bool(observation_channels)
-        channels = 1 + input_size * (2 if observation_channels else 1)
+        channels = self.setup_path(interpolation, observation_channels, time_channel)
         self.cde = NeuralCDEModel(channels, hidden_size, width, layers)
         self.initial = nn.Linear(channels, hidden_size)
         self.mode, self.scheme, self.dt = mode, scheme, dt
@@ -202,7 +268,7 @@ class NeuralCDE(PathDrivenModel):
         self.solver = (
             dict(method="dopri5", rtol=1e-3, atol=1e-4) if solver is None else dict(solver)
         )
-        self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
+        self.head = self.make_head(num_classes)
 
     @property
     def cell(self) -> AbstractCell | None:
@@ -221,13 +287,6 @@ class NeuralCDE(PathDrivenModel):
         self.__dict__.pop("_cell", None)
         return out
 
-    @property
-    def hidden_size(self) -> int:
-        return self.cde.hidden_size
-
-    def discretize(self, scheme: str = "euler", dt: float = 1.0) -> AbstractCell:
-        return self.cde.discretize(scheme, dt)
-
     def forward(self, x, times=None, mask=None):
         path, t, lengths = self.path(x, times, mask)
         z0 = self.initial(path.evaluate(t[..., 0]))
@@ -239,13 +298,11 @@ class NeuralCDE(PathDrivenModel):
             for dx in path.values.diff(dim=1).unbind(1):
                 states.append(self.cell(dx / dt, states[-1]))
             z = torch.stack(states, dim=1)
-        return z, _last(z, lengths)
-
-    def classify(self, x, times=None, mask=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` from ``z`` at each sample's last observation."""
-        if self.head is None:
-            raise ValueError(f"{type(self).__name__}.classify: built without num_classes")
-        return self.head(self(x, times, mask)[1])
+        return z, last_observed(z, lengths)
 
 
-register_model("neural_cde", NeuralCDE)
+register_model(
+    ModelSpec(
+        "neural_cde", NeuralCDE, sequence=True, summary="neural CDE (Kidger et al., NeurIPS 2020)"
+    )
+)

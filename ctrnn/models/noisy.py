@@ -17,8 +17,8 @@ from torch import nn
 
 import solvers
 
-from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel
-from ._registry import register_model
+from ._base import AbstractCell, AbstractContinuousRNN, check_step, runge_kutta
+from ._registry import ModelSpec, register_model
 from .lipschitz import LipschitzDynamics
 
 __all__ = ["NoisyRNN", "NoisyRNNCell", "NoisyRNNCodeCell"]
@@ -144,18 +144,29 @@ class NoisyRNN(AbstractContinuousRNN):
         ``variant="code"``); an explicit Runge–Kutta name: that scheme on the drift, no noise."""
         name = type(self).__name__
         if scheme == "euler_maruyama":
-            if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-                raise ValueError(f"{name}.discretize: dt must be positive, got {dt!r}")
+            dt = check_step(f"{name}.discretize", dt)
             if self.variant == "code":
                 return NoisyRNNCodeCell(self)
-            return NoisyRNNCell(self, float(dt))
-        if scheme in solvers.sde_methods() and scheme not in solvers.methods():
+            return NoisyRNNCell(self, dt)
+        if scheme in solvers.sde_methods() and runge_kutta(scheme) is None:
             raise ValueError(
                 f"{name}.discretize: {scheme!r} is an SDE method without a cell here; the "
                 "noisy RNN's cell is 'euler_maruyama' (the paper's scheme). Use "
                 f"mode='continuous' with solver=dict(method={scheme!r}, dt=...) to solve with it"
             )
         return super().discretize(scheme, dt)
+
+    def default_solver(self, dt: float) -> dict:
+        """Euler–Maruyama with the discrete mode's step ``dt`` (the paper's scheme)."""
+        return dict(method="euler_maruyama", dt=dt)
+
+    def continuous_form_error(self) -> str | None:
+        if self.variant == "code":
+            return (
+                f"{type(self).__name__}: variant='code' (the authors' code's cell) is discrete "
+                "only; use mode='discrete' or variant='paper'"
+            )
+        return None
 
     def problem(
         self,
@@ -213,22 +224,32 @@ class NoisyRNNCell(AbstractCell):
 
     drawn with torch's generator when the model is training; ``h + Δt F(h, x)`` (the
     Lipschitz RNN's Euler cell) otherwise. :meth:`step_with_increment` takes a given ``ΔB``.
+    A per-sample step ``dt (batch,)`` gives each sample its own ``Δt`` and ``ΔB ~ N(0, Δt)``.
     """
+
+    takes_dt = True
 
     def __init__(self, model: NoisyRNN, dt: float):
         super().__init__(model.input_size, model.hidden_size)
         self.model, self.dt = model, dt
 
-    def step_with_increment(self, x, h, dw: torch.Tensor | None) -> torch.Tensor:
-        """The step with Brownian increment ``dw (batch, hidden_size)``; ``None``: no noise."""
-        h_next = h + self.dt * self.model.dynamics(h, x)
+    def step_with_increment(
+        self, x, h, dw: torch.Tensor | None, dt: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The step with Brownian increment ``dw (batch, hidden_size)``; ``None``: no noise;
+        ``dt (batch,)``: per-sample steps (``dw`` must then have variance ``dt``)."""
+        step = self.dt if dt is None else dt[:, None]
+        h_next = h + step * self.model.dynamics(h, x)
         if dw is not None:
             h_next = h_next + self.model.diffusion(h) * dw
         return h_next
 
-    def step(self, x, h):
-        dw = torch.randn_like(h) * math.sqrt(self.dt) if self.model.noisy() else None
-        return self.step_with_increment(x, h, dw)
+    def step(self, x, h, dt=None):
+        dw = None
+        if self.model.noisy():
+            scale = math.sqrt(self.dt) if dt is None else dt.sqrt()[:, None]
+            dw = torch.randn_like(h) * scale
+        return self.step_with_increment(x, h, dw, dt)
 
     def extra_repr(self):
         return f"dt={self.dt}"
@@ -240,76 +261,37 @@ class NoisyRNNCodeCell(AbstractCell):
     ``h ← h + d ⊙ m ⊙ F(h, x) + σ_add ξ``, ``d`` a learned per-unit step,
     ``m ~ U[1 - σ_mult, 1)`` and ``ξ ~ N(0, I)`` in training, ``m = 1`` and ``ξ = 0`` otherwise.
     The noise is not scaled by the step and ``ε`` does not apply.
+
+    Its nominal step is ``dt = 1`` (one learned step ``d``); a per-sample ``dt (batch,)``
+    (irregular observations) takes ``dt`` learned steps: ``h ← h + dt d ⊙ m ⊙ F(h, x) +
+    √dt σ_add ξ`` (the noise grows as a Brownian increment's would).
     """
+
+    takes_dt = True
+    dt = 1.0
 
     def __init__(self, model: NoisyRNN):
         super().__init__(model.input_size, model.hidden_size)
         self.model = model
 
-    def step(self, x, h):
+    def step(self, x, h, dt=None):
         m = self.model
         update = m.dynamics(h, x)
         if m.training and m.sigma_mult > 0:
             update = update * (1 - m.sigma_mult + m.sigma_mult * torch.rand_like(h))
-        h_next = h + m.unit_step * update
+        step = m.unit_step if dt is None else dt[:, None] * m.unit_step
+        h_next = h + step * update
         if m.training and m.sigma_add > 0:
-            h_next = h_next + m.sigma_add * torch.randn_like(h)
+            noise = m.sigma_add * torch.randn_like(h)
+            h_next = h_next + (noise if dt is None else dt.sqrt()[:, None] * noise)
         return h_next
 
 
-def _noisy_rnn(
-    input_size: int,
-    hidden_size: int,
-    *,
-    num_classes: int | None = None,
-    mode: str = "discrete",
-    scheme: str = "euler_maruyama",
-    dt: float = 0.01,
-    solver: dict | None = None,
-    beta_A: float = 0.75,
-    gamma_A: float = 0.001,
-    beta_W: float = 0.75,
-    gamma_W: float = 0.001,
-    sigma_add: float = 0.02,
-    sigma_mult: float = 0.02,
-    noise_scale: float = 1.0,
-    sde_type: str = "ito",
-    variant: str = "paper",
-    step_init: float | None = None,
-    init_std: float = 1.0,
-    bias: bool = True,
-    device=None,
-    dtype=None,
-) -> SequenceModel:
-    model = NoisyRNN(
-        input_size,
-        hidden_size,
-        beta_A,
-        gamma_A,
-        beta_W,
-        gamma_W,
-        sigma_add,
-        sigma_mult,
-        noise_scale,
-        sde_type,
-        variant,
-        dt if step_init is None else step_init,
-        init_std,
-        bias,
-        device,
-        dtype,
+register_model(
+    ModelSpec(
+        "noisy_rnn",
+        NoisyRNN,
+        defaults=dict(scheme="euler_maruyama", dt=0.01),
+        summary="noise-injected RNN (Lim et al., NeurIPS 2021)",
     )
-    if mode == "continuous" and variant == "code":
-        raise ValueError(
-            "model 'noisy_rnn': variant='code' (the authors' code's cell) is discrete only; "
-            "use mode='discrete' or variant='paper'"
-        )
-    if solver is None:
-        solver = dict(method="euler_maruyama", dt=dt)
-    seq = SequenceModel(
-        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
-    )
-    return seq.to(device=device, dtype=dtype)
-
-
-register_model("noisy_rnn", _noisy_rnn)
+)

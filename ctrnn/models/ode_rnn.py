@@ -25,9 +25,15 @@ from torch import nn
 
 import solvers
 
-from ._base import AbstractCell, AbstractContinuousRNN, prepare_sequence
+from ._base import (
+    AbstractCell,
+    AbstractContinuousRNN,
+    AbstractSequenceModel,
+    last_observed,
+    observation_grid,
+)
 from ._baselines import GRUCell
-from ._registry import register_model
+from ._registry import ModelSpec, register_model
 
 __all__ = ["ODERNN", "ODEFlow", "ODERNNCell"]
 
@@ -67,16 +73,19 @@ class ODERNNCell(AbstractCell):
     sequence module's business (it skips their update); the cell always applies it.
     """
 
+    takes_dt = True
+
     def __init__(self, flow_cell: AbstractCell, update: GRUCell):
         super().__init__(update.input_size, update.hidden_size)
         self.flow_cell, self.update = flow_cell, update
+        self.dt = flow_cell.dt
 
-    def step(self, x, h):
+    def step(self, x, h, dt=None):
         zero = x.new_zeros(x.shape[0], 1)
-        return self.update(x, self.flow_cell(zero, h))
+        return self.update(x, self.flow_cell.step(zero, h, dt))
 
 
-class ODERNN(nn.Module):
+class ODERNN(AbstractSequenceModel):
     """ODE-RNN over a batch of irregular, partly missing sequences.
 
     Args:
@@ -104,27 +113,26 @@ class ODERNN(nn.Module):
         layers: int = 1,
         solver: dict | None = None,
     ):
-        super().__init__()
-        self.input_size = input_size
+        super().__init__(input_size, hidden_size)
         self.flow = ODEFlow(hidden_size, width, layers)
         self.update = GRUCell(2 * input_size, hidden_size)
         self.solver = dict(method="rk4", dt=0.25) if solver is None else dict(solver)
-        self.head = None if num_classes is None else nn.Linear(hidden_size, num_classes)
+        self.head = self.make_head(num_classes)
 
     @property
-    def hidden_size(self) -> int:
-        return self.update.hidden_size
+    def formulation(self) -> ODEFlow:
+        """The flow between observations (the GRU update at observations is discrete)."""
+        return self.flow
 
-    def discretize(self, scheme: str = "euler", dt: float = 1.0) -> ODERNNCell:
-        """The discrete ODE-RNN with one ``scheme`` step of size ``dt`` of the flow before
-        each update (for observations ``dt`` apart)."""
-        return ODERNNCell(self.flow.discretize(scheme, dt), self.update)
+    def wrap_cell(self, cell: AbstractCell) -> ODERNNCell:
+        """The discrete ODE-RNN: one step of ``cell`` (the flow's) before each update;
+        ``discretize(scheme, dt)`` is that for observations ``dt`` apart, and a per-sample
+        ``dt`` steps each sample by its own gap."""
+        return ODERNNCell(cell, self.update)
 
     def forward(self, x, times=None, mask=None):
-        name = type(self).__name__
-        values, t, observed, lengths = prepare_sequence(x, times, mask, name)
-        if values.shape[2] != self.input_size:
-            raise ValueError(f"{name}: expected {self.input_size} input channels, got {x.shape[2]}")
+        values, t, observed, lengths = self.prepare(x, times, mask)
+        t, _ = observation_grid(t, lengths, self.time_scale)
         m = observed.to(values.dtype)
         inputs = torch.cat([values * m, m], dim=-1)
         any_obs = observed.any(dim=2, keepdim=True)
@@ -139,14 +147,9 @@ class ODERNN(nn.Module):
             h = torch.where(oi, self.update(xi, h), h)
             states.append(h)
         output = torch.stack(states, dim=1)
-        h_n = output.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, output.shape[2]))[:, 0]
-        return output, h_n
-
-    def classify(self, x, times=None, mask=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` from ``h`` at each sample's last observation."""
-        if self.head is None:
-            raise ValueError(f"{type(self).__name__}.classify: built without num_classes")
-        return self.head(self(x, times, mask)[1])
+        return output, last_observed(output, lengths)
 
 
-register_model("ode_rnn", ODERNN)
+register_model(
+    ModelSpec("ode_rnn", ODERNN, sequence=True, summary="ODE-RNN (Rubanova et al., NeurIPS 2019)")
+)

@@ -21,12 +21,13 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import solvers
 
-from ._base import AbstractCell, AbstractContinuousRNN, SequenceModel, hold_inputs
-from ._registry import register_model
+from ._base import AbstractCell, AbstractContinuousRNN, check_step, hold_inputs, runge_kutta
+from ._registry import ModelSpec, register_model
 
 __all__ = ["TauGRU", "TauGRUCell", "TauGRURungeKuttaCell"]
 
@@ -93,7 +94,18 @@ class TauGRUCell(AbstractCell):
     flattened, followed by ``[x_{n-1}, …, x_{n-m}]`` when ``delayed_input``;
     ``state_size = (m + 1) hidden_size (+ m input_size)``. :meth:`hidden` reads ``h_n``.
     Zeros (the default ``hx``) is the paper's start: ``h_0 = 0`` and a zero past.
+
+    Steps and irregular times: the cell's step is :attr:`dt` (``gate_dt``, or 1 for the
+    paper's cell) and its delay ``τ = delay · dt`` in time units. ``forward`` keeps the ring
+    buffer, so its per-sample ``dt`` must be that step. :meth:`run_sequence` takes
+    per-sample steps ``dt (batch, T)``: each sample steps by its own gap (the gate scaled by
+    the step, the explicit Euler step of :class:`TauGRU`) and ``z`` reads the state held at
+    time ``t - τ`` from the sample's history (the latest state at or before it; the zero
+    past before the start). With every step equal to :attr:`dt` this is the ring buffer's
+    ``h_{n-m}``, the paper's cell.
     """
+
+    takes_dt = True
 
     def __init__(
         self,
@@ -121,7 +133,13 @@ class TauGRUCell(AbstractCell):
         _make_projections(self, input_size, hidden_size, bias, device, dtype)
         _reset(self)
 
-    def step(self, x, state):
+    @property
+    def dt(self) -> float:
+        """The step: ``gate_dt``, or 1 for the paper's cell."""
+        return 1.0 if self.gate_dt is None else self.gate_dt
+
+    def step(self, x, state, dt=None):
+        _check_nominal(self, dt)
         H, m = self.hidden_size, self.delay
         hbuf = state[:, : (m + 1) * H]
         h, h_delayed = hbuf[:, :H], hbuf[:, m * H :]
@@ -138,6 +156,61 @@ class TauGRUCell(AbstractCell):
             parts += [x, xbuf[:, : (m - 1) * self.input_size]]
         return torch.cat(parts, dim=-1)
 
+    def run_sequence(self, x, dt=None, hx=None):
+        """The hidden outputs ``(batch, T, hidden_size)`` over ``x (batch, T, input_size)``.
+
+        All inputs are projected by one matrix product before the loop; the history of
+        states is a list (nothing is copied per step); ``dt (batch, T)``: per-sample steps,
+        the delayed state read from the history at ``t - τ`` (see the class docstring).
+        """
+        B, T, C = x.shape
+        H, m = self.hidden_size, self.delay
+        if hx is None:
+            hx = self.initial_state(B, device=x.device, dtype=x.dtype)
+        elif hx.shape != (B, self.state_size):
+            raise ValueError(
+                f"{type(self).__name__}: expected hx of shape {(B, self.state_size)}, got "
+                f"{tuple(hx.shape)}"
+            )
+        # history[k]: the state m - k steps before the first input; then h_1, h_2, ...
+        history = list(hx[:, : (m + 1) * H].reshape(B, m + 1, H).flip(1).unbind(1))
+        projected = F.linear(x, self.input_proj.weight, self.input_proj.bias).unbind(1)
+        delayed_in = None
+        if self.delayed_input:
+            # z and a read the input m steps back: zero inputs before the start
+            past = hx[:, (m + 1) * H :].reshape(B, m, C).flip(1)
+            before = F.linear(past, self.input_proj.weight, self.input_proj.bias).unbind(1)
+            delayed_in = [*before, *projected]
+        reads = None if dt is None else _held_reads(dt, m, self.dt)
+        W_h, W_d = self.hidden_proj.weight, self.delayed_proj.weight
+        steps = [None] * T if dt is None else dt.unbind(1)
+        out = []
+        for n, (px, step) in enumerate(zip(projected, steps)):
+            h = history[-1]
+            if reads is None:
+                h_delayed = history[n]
+                pd = None if delayed_in is None else delayed_in[n]
+            else:
+                h_delayed = _pick(history, reads[n])
+                pd = None if delayed_in is None else _pick(delayed_in, reads[n])
+            ux, zx, gx, ax = px.chunk(4, dim=-1)
+            if pd is not None:
+                _, zx, _, ax = pd.chunk(4, dim=-1)
+            uh, gh, ah = F.linear(h, W_h).chunk(3, dim=-1)
+            u = torch.tanh(uh + ux)
+            z = torch.tanh(F.linear(h_delayed, W_d) + zx)
+            g = torch.sigmoid(gh + gx)
+            a = torch.sigmoid(ah + ax)
+            v = self.alpha * u + self.beta * (a * z)
+            if step is not None:
+                g = step[:, None] * g
+            elif self.gate_dt is not None:
+                g = self.gate_dt * g
+            h = (1 - g) * h + g * v
+            history.append(h)
+            out.append(h)
+        return torch.stack(out, dim=1)
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}, delay={self.delay}"
         if self.gate_dt is not None:
@@ -147,6 +220,62 @@ class TauGRUCell(AbstractCell):
         if (self.alpha, self.beta) != (1.0, 1.0):
             s += f", alpha={self.alpha}, beta={self.beta}"
         return s
+
+
+_SEQUENCE_HINT = (
+    "For irregular gaps, run the sequence (TauGRUCell.run_sequence, or a SequenceModel), "
+    "which reads the delayed state at t - τ from the history"
+)
+_EULER_HINT = (
+    "Its Runge–Kutta stages read the buffer at fixed offsets: for irregular times use "
+    "scheme='euler' (which reads the delayed state at t - τ from the history) or "
+    "mode='continuous'"
+)
+
+
+def _check_nominal(cell, dt, hint: str = _SEQUENCE_HINT) -> None:
+    """A ValueError unless ``dt`` is ``None`` or the cell's own step everywhere: a ring
+    buffer holds states one step apart."""
+    if dt is None or bool((dt == cell.dt).all()):
+        return
+    i = tuple(int(v) for v in (dt != cell.dt).nonzero()[0])
+    at = ", ".join(str(v) for v in i)
+    raise ValueError(
+        f"{type(cell).__name__}: its state holds the last {cell.delay} states one step "
+        f"dt = {cell.dt} apart, so a step must be {cell.dt}; got dt[{at}] = {dt[i].item()}. "
+        + hint
+    )
+
+
+def _held_reads(dt: torch.Tensor, m: int, nominal: float) -> list[list[int]]:
+    """For per-sample steps ``dt (batch, T)``: at step ``n``, the index into the history
+    list (``m + 1`` initial states ``nominal`` apart, then one per step) of the latest state
+    at or before ``t_n - τ``, ``τ = m · nominal``, per sample (``[T][batch]`` ints).
+
+    Times are summed in float64 and compared with a relative tolerance of 1e-9, so that
+    steps equal to ``nominal`` read exactly ``h_{n-m}``."""
+    d = dt.detach().to(torch.float64)
+    B, T = d.shape
+    u = torch.cat([d.new_zeros(B, 1), d.cumsum(dim=1)], dim=1)  # (B, T + 1): state times
+    start = -nominal * torch.arange(m, 0, -1, dtype=torch.float64, device=d.device)
+    times = torch.cat([start.expand(B, m), u], dim=1)  # the history's times
+    tau = m * nominal
+    query = u[:, :T] - tau
+    query = query + 1e-9 * torch.maximum(u[:, :T].abs(), torch.full_like(query, tau))
+    index = torch.searchsorted(times.contiguous(), query.contiguous(), right=True) - 1
+    return index.clamp_min(0).T.tolist()
+
+
+def _pick(history: list[torch.Tensor], index: list[int]) -> torch.Tensor:
+    """Per sample ``b``, ``history[index[b]][b]``: one tensor when the batch agrees."""
+    first = index[0]
+    if all(i == first for i in index):
+        return history[first]
+    distinct = sorted(set(index))
+    position = {j: k for k, j in enumerate(distinct)}
+    stacked = torch.stack([history[j] for j in distinct])  # (K, batch, ...)
+    rows = torch.tensor([position[i] for i in index], device=stacked.device)
+    return stacked[rows, torch.arange(len(index), device=stacked.device)]
 
 
 class TauGRU(AbstractContinuousRNN):
@@ -208,6 +337,7 @@ class TauGRU(AbstractContinuousRNN):
         tau = self.delay
 
         def f(t, h, h_delayed):
+            t = t.reshape(t.shape[0]) if t.dim() > 1 else t  # (batch, 1) from the solvers
             x_delayed = None
             if self.delayed_input:
                 s = t - tau.detach()
@@ -227,6 +357,13 @@ class TauGRU(AbstractContinuousRNN):
             h0 = torch.zeros(B, self.state_size, device=x.device, dtype=x.dtype)
         problem = self.problem(hold_inputs(x, t), t0=t[:, 0].detach())
         return solvers.solve(problem, h0, t, **solver_options).ys
+
+    def default_solver(self, dt: float) -> dict:
+        """Fixed-step ``rk4`` with step ``dt / 4``, on the observation grid (each gap is cut
+        into whole steps, so every step starts at a jump of the held input). ``dopri5``'s
+        adaptive steps do not land on those jumps for a delay equation yet (the solvers'
+        one-loop core will make them), which costs it its accuracy there."""
+        return dict(method="rk4", dt=dt / 4)
 
     def delay_steps(self, dt: float) -> int:
         """``m = τ / dt``; a ValueError unless the delay is a whole number ``≥ 1`` of steps."""
@@ -248,10 +385,9 @@ class TauGRU(AbstractContinuousRNN):
         :class:`TauGRURungeKuttaCell`.
         """
         name = type(self).__name__
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-            raise ValueError(f"{name}.discretize: dt must be positive, got {dt!r}")
-        method = solvers.methods().get(scheme)
-        if not (isinstance(method, solvers.ExplicitRungeKutta) and not method.adaptive):
+        dt = check_step(f"{name}.discretize", dt)
+        method = runge_kutta(scheme)
+        if method is None:
             raise ValueError(
                 f"{name}.discretize: unknown scheme {scheme!r}; this model accepts "
                 f"{', '.join(self.schemes())}"
@@ -298,7 +434,15 @@ class TauGRURungeKuttaCell(AbstractCell):
 
     The state is ``[h_n, …, h_{n-m}]``, then ``[x_{n-1}, …, x_{n-m}]`` (``delayed_input``),
     then ``[h_{n-1/2}, …, h_{n-m+1/2}]`` (tableaus with a node at 1/2), flattened.
+
+    The stages read the buffer at fixed offsets, so every step must be :attr:`dt`: a
+    per-sample ``dt`` that differs (irregular times) is a ValueError naming the step. For
+    irregular times use ``scheme="euler"`` (:class:`TauGRUCell`, which reads the delayed state
+    from the history at ``t - τ``) or continuous mode. The stages are this cell's own: the
+    solvers' delay-equation steppers are not public yet.
     """
+
+    takes_dt = True
 
     def __init__(self, model: TauGRU, tableau: solvers.ButcherTableau, dt: float, delay: int):
         H, C, m = model.hidden_size, model.input_size, delay
@@ -331,7 +475,8 @@ class TauGRURungeKuttaCell(AbstractCell):
         self._half = half
         self._half_weights = self_half if half else None
 
-    def step(self, x, state):
+    def step(self, x, state, dt=None):
+        _check_nominal(self, dt, _EULER_HINT)
         H, C, m, dt = self.hidden_size, self.input_size, self.delay, self.dt
         tab, model = self.tableau, self.model
         hbuf, rest = state[:, : (m + 1) * H], state[:, (m + 1) * H :]
@@ -364,36 +509,18 @@ class TauGRURungeKuttaCell(AbstractCell):
     def hidden(self, h):
         return h[..., : self.hidden_size]
 
+    def run_sequence(self, x, dt=None, hx=None):
+        _check_nominal(self, dt, _EULER_HINT)  # once for the whole sequence
+        return super().run_sequence(x, None, hx)
+
     def extra_repr(self):
         return f"TauGRU, scheme={self.tableau.name!r}, dt={self.dt}, delay={self.delay}"
 
 
-def _tau_gru(
-    input_size: int,
-    hidden_size: int,
-    delay: float = 10.0,
-    mode: str = "discrete",
-    scheme: str = "euler",
-    dt: float = 1.0,
-    solver: dict | None = None,
-    num_classes: int | None = None,
-    bias: bool = True,
-    delayed_input: bool = False,
-    alpha: float = 1.0,
-    beta: float = 1.0,
-) -> SequenceModel:
-    model = TauGRU(
-        input_size,
-        hidden_size,
-        delay,
-        bias=bias,
-        delayed_input=delayed_input,
-        alpha=alpha,
-        beta=beta,
+register_model(
+    ModelSpec(
+        "tau_gru",
+        TauGRU,
+        summary="τ-GRU, gated RNN with weighted time-delay feedback (Erichson et al. 2022)",
     )
-    return SequenceModel(
-        model, mode=mode, scheme=scheme, dt=dt, solver=solver, num_classes=num_classes
-    )
-
-
-register_model("tau_gru", _tau_gru)
+)

@@ -86,11 +86,11 @@ def test_dY_dt_is_exact(attention):
     fd = (Y[1] - Y[0]) / (2 * eps)
     h = ys[:, 1, 4:]
     X, dX = path.evaluate(grid[1]), path.derivative(grid[1])
-    dh = torch.bmm(cde.bottom(h), dX[:, :, None])[:, :, 0]
+    dh = torch.bmm(cde.bottom(None, h), dX[:, :, None])[:, :, 0]
     a, da = cde.attention(h, dh)
     torch.testing.assert_close(a * dX + da * X, fd, rtol=1e-5, atol=1e-6)
     # the top CDE's dz/dt is f(z) dY/dt with that dY/dt; the reference code's is not
-    expected = torch.bmm(cde.top(ys[:, 1, :4]), fd[:, :, None])[:, :, 0]
+    expected = torch.bmm(cde.top(None, ys[:, 1, :4]), fd[:, :, None])[:, :, 0]
     torch.testing.assert_close(
         cde.derivative(ys[:, 1], X, dX)[:, :4], expected, rtol=1e-5, atol=1e-6
     )

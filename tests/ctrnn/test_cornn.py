@@ -88,7 +88,9 @@ def test_errors():
         CoRNN(3, 4, gamma=-1.0)
     with pytest.raises(ValueError, match="scheme must be one of"):
         CoRNNCell(3, 4, scheme="rk4")
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(
+        ValueError, match="unknown option 'beta'; valid options: input_size, hidden_size"
+    ):
         create("cornn", input_size=3, hidden_size=4, beta=1.0)
 
 

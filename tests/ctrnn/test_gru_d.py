@@ -200,7 +200,9 @@ def test_errors():
         GRUD(3, 4).classify(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="without num_classes"):
         GRUDt(3, 4).classify(torch.randn(2, 5, 3))
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(
+        ValueError, match="unknown option 'scheme'; valid options: input_size, hidden_size"
+    ):
         create("gru_d", input_size=3, hidden_size=4, scheme="euler")
     with pytest.raises(ValueError, match="expected input with 9 features"):
         GRUDCell(3, 4)(torch.randn(2, 3))

@@ -50,7 +50,8 @@ def test_initial_state_is_zeta_of_the_first_observation():
     x, times = _data()
     model = _model()
     out, _ = model(x, times)
-    X0 = torch.cat([times[0].expand(3, 1), x[:, 0]], dim=1)
+    # the time channel (t - t_0) / (t_last - t_0) is 0 at the first observation
+    X0 = torch.cat([torch.zeros(3, 1, dtype=x.dtype), x[:, 0]], dim=1)
     torch.testing.assert_close(out[:, 0], model.initial(X0))
 
 
@@ -148,10 +149,11 @@ def test_discrete_mode_is_euler_on_the_increments():
     x, times = _data()
     model = _model(mode="discrete", scheme="euler", dt=0.7)
     out, _ = model(x, times)
-    X = torch.cat([times.expand(3, -1)[..., None], x], dim=2)
+    tau = (times - times[0]) / (times[-1] - times[0])  # the scaled time channel
+    X = torch.cat([tau.expand(3, -1)[..., None], x], dim=2)
     z = model.initial(X[:, 0])
     for n in range(5):
-        z = z + torch.bmm(model.cde.field(z), (X[:, n + 1] - X[:, n])[:, :, None])[:, :, 0]
+        z = z + torch.bmm(model.cde.field(None, z), (X[:, n + 1] - X[:, n])[:, :, None])[:, :, 0]
         torch.testing.assert_close(out[:, n + 1], z)
 
 

@@ -145,7 +145,9 @@ def test_errors():
         ODERNN(3, 4).classify(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="unknown scheme"):
         ODERNN(3, 4).discretize("nope", 0.1)
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(
+        ValueError, match="unknown option 'scheme'; valid options: input_size, hidden_size"
+    ):
         create("ode_rnn", input_size=3, hidden_size=4, scheme="euler")
     with pytest.raises(ValueError, match="nope"):
         ODERNN(3, 4, solver=dict(method="nope"))(torch.randn(2, 5, 3))

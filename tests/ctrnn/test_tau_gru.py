@@ -88,7 +88,9 @@ def test_cell_equals_fixed_step_solve(scheme):
     model = TauGRU(2, 3, delay=1.0, delayed_input=scheme == "heun", dtype=F64)
     x = torch.randn(2, 8, 2, dtype=F64)
     t = torch.arange(8, dtype=F64) * 0.5
-    a, _ = SequenceModel(model, mode="discrete", scheme=scheme, dt=0.5)(x, t)
+    # observations 0.5 apart, each one step dt = 0.5: time_scale says that a gap of 0.5 is
+    # one step
+    a, _ = SequenceModel(model, mode="discrete", scheme=scheme, dt=0.5, time_scale=0.5)(x, t)
     b, _ = SequenceModel(model, mode="continuous", solver=dict(method=scheme, dt=0.5))(x, t)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
@@ -213,7 +215,9 @@ def test_errors():
         model.vector_field(None, torch.zeros(1, 3), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="has a stage at c"):
         TauGRURungeKuttaCell(model, _tableau("bosh3"), 0.5, 2)
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(
+        ValueError, match="unknown option 'gamma'; valid options: input_size, hidden_size"
+    ):
         create("tau_gru", input_size=2, hidden_size=3, gamma=1.0)
 
 
