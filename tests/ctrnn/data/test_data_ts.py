@@ -146,7 +146,9 @@ def test_malformed_headers(tmp_path):
     _err(tmp_path, "@dimensions two\n", 1, "@dimensions must be a positive integer, got 'two'")
     _err(tmp_path, "@classLabel true\n", 1, "@classLabel true must list the class labels")
     _err(tmp_path, "@classLabel true a b a\n", 1, "@classLabel lists a label twice")
-    _err(tmp_path, "hello\n@data\n", 1, "expected a header tag or a '#' or '%' comment, got 'hello'")
+    _err(
+        tmp_path, "hello\n@data\n", 1, "expected a header tag or a '#' or '%' comment, got 'hello'"
+    )
     _err(tmp_path, "@timeStamps true\n@classLabel true a\n@data\n", 3, "@timeStamps true")
     _err(tmp_path, "@classLabel false\n@data\n1,2\n", 2, "the series have no labels")
     _err(tmp_path, "@classLabel true a\n@targetLabel true\n@data\n", 3, "both @classLabel")
