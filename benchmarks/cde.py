@@ -2,7 +2,7 @@
 
 Workload: a neural CDE on irregularly sampled series (batch × T observations × 8 channels,
 time in channel 0), cubic Hermite path with backward differences, hidden state 64,
-``f(z) = tanh(MLP(z))`` (64 → 128 → 64·8), ``z0 = Linear(8 → 64)(X(t0))``, RK4 with one step
+``f(t, z) = tanh(MLP(z))`` (64 → 128 → 64·8), ``z0 = Linear(8 → 64)(X(t0))``, RK4 with one step
 per observation interval, ``loss = z(t_T).pow(2).mean()`` and ``loss.backward()``. Every case
 times forward and backward together; the paths are built once, before the timing.
 
@@ -44,7 +44,7 @@ REFERENCE = "torchcde direct"
 
 
 class Field(nn.Module):
-    """``f(z) = tanh(W2 tanh(W1 z + b1) + b2)`` as a (hidden, channels) matrix per sample."""
+    """``f(t, z) = tanh(W2 tanh(W1 z + b1) + b2)`` as a (hidden, channels) matrix per sample."""
 
     def __init__(self, hidden: int, channels: int):
         super().__init__()
@@ -54,7 +54,7 @@ class Field(nn.Module):
         )
         self.calls = 0
 
-    def forward(self, z):
+    def forward(self, t, z):
         self.calls += 1
         return torch.tanh(self.net(z)).reshape(z.shape[0], self.hidden, self.channels)
 
@@ -84,7 +84,7 @@ class _TimeIgnoring(nn.Module):
         self.f = f
 
     def forward(self, t, z):
-        return self.f(z)
+        return self.f(t, z)
 
 
 def data(batch: int, obs: int, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ class Field(nn.Module):
         self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
 
     def forward(self, t, y):
-        return self.net(y) * torch.cos(t)[:, None] - 0.1 * y
+        return self.net(y) * torch.cos(t) - 0.1 * y
 
 
 def solve_and_grad(field, y0, t, **options):

@@ -4,9 +4,10 @@ One entry point, :func:`solve`; :func:`prepare` plans a fixed-step solve once, s
 calls can be compiled or captured in CUDA graphs. Problems: :class:`ODE`, :class:`CDE`
 (driven by a path from :func:`interpolate`), :class:`SDE` (with a :class:`BrownianPath`),
 :class:`DDE` and :class:`HamiltonianODE`. Methods: explicit Runge–Kutta tableaus and
-symplectic splittings (:func:`methods`), SDE schemes (:func:`sde_methods`). Adjoints:
-``"direct"``, ``"backsolve"``, ``"checkpoint"``. Backends: :func:`backends`. This package
-knows nothing about RNNs.
+symplectic splittings and SDE schemes, one registry (:func:`methods`). Inside: terms,
+steppers, step-size controllers and one loop (see ``docs/architecture.md``). Adjoints:
+``"direct"``, ``"backsolve"``, ``"checkpoint"``, and the SDE adjoints. Backends:
+:func:`backends`. This package knows nothing about RNNs.
 """
 
 from . import (
@@ -18,9 +19,14 @@ from ._adjoint import AbstractAdjoint, BacksolveAdjoint, CheckpointAdjoint, Dire
 from ._backends import backends
 from ._brownian import BrownianPath
 from ._cde import CDE
-from ._controller import PIDController
+from ._controller import (
+    AbstractStepSizeController,
+    ConstantStepSize,
+    PIDController,
+    StepTo,
+)
 from ._dde import DDE
-from ._hamiltonian import HamiltonianODE
+from ._hamiltonian import HamiltonianODE, SymplecticSplitting
 from ._interpolation import (
     AbstractPath,
     AbstractPiecewiseCubicPath,
@@ -30,13 +36,25 @@ from ._interpolation import (
     RectilinearPath,
     interpolate,
 )
-from ._methods import ExplicitRungeKutta, methods
 from ._prepared import PreparedSolve, prepare
 from ._problems import ODE, AbstractProblem
-from ._sde import SDE, sde_methods
+from ._rk import ExplicitRungeKutta
+from ._sde import SDE, AbstractSDEMethod, sde_methods
+from ._sde_adjoint import ReversibleAdjoint, StochasticAdjoint
 from ._solution import Solution, SolverError, Stats, Status
 from ._solve import solve
+from ._stepper import AbstractStepper, methods
 from ._tableau import ButcherTableau, hermite_interpolant
+from ._term import (
+    AbstractDerivativeTerm,
+    AbstractTerm,
+    BrownianTerm,
+    ControlTerm,
+    DelayTerm,
+    MultiTerm,
+    ODETerm,
+    PartitionedTerm,
+)
 
 __all__ = [
     "CDE",
@@ -47,23 +65,39 @@ __all__ = [
     "AbstractPath",
     "AbstractPiecewiseCubicPath",
     "AbstractProblem",
+    "AbstractDerivativeTerm",
+    "AbstractSDEMethod",
+    "AbstractStepSizeController",
+    "AbstractStepper",
+    "AbstractTerm",
     "BacksolveAdjoint",
     "BrownianPath",
+    "BrownianTerm",
     "ButcherTableau",
     "CheckpointAdjoint",
+    "ConstantStepSize",
+    "ControlTerm",
+    "DelayTerm",
     "DirectAdjoint",
     "ExplicitRungeKutta",
     "HamiltonianODE",
     "HermiteCubicPath",
     "LinearPath",
+    "MultiTerm",
     "NaturalCubicPath",
+    "ODETerm",
     "PIDController",
+    "PartitionedTerm",
     "PreparedSolve",
     "RectilinearPath",
+    "ReversibleAdjoint",
     "Solution",
     "SolverError",
     "Stats",
     "Status",
+    "StepTo",
+    "StochasticAdjoint",
+    "SymplecticSplitting",
     "backends",
     "hermite_interpolant",
     "interpolate",

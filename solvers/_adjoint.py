@@ -1,24 +1,36 @@
-"""How gradients flow through a solve: direct, checkpoint and backsolve adjoints."""
+"""How gradients flow through a solve: adjoints wrap the one loop (``_integrate``).
+
+* :class:`DirectAdjoint`: backpropagate through the loop's operations;
+* :class:`CheckpointAdjoint`: the same, recomputing segments of steps in the backward pass
+  (the segmentation is the loop's own, written once);
+* :class:`BacksolveAdjoint`: the continuous adjoint, an augmented term solved backwards in
+  time by the same loop; on an SDE it is one of the SDE adjoints below;
+* :class:`StochasticAdjoint` and :class:`ReversibleAdjoint`: the SDE adjoints, as named
+  objects (``_sde_adjoint``).
+
+Every adjoint declares the terms it handles (:meth:`AbstractAdjoint.refuses`), checked once
+in ``solve``.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ._integrate import (
+from ._controller import (
+    ConstantStepSize,
     FixedSchedule,
-    Outcome,
+    PIDController,
     fixed_schedule,
-    integrate_adaptive,
-    integrate_fixed,
-    rms_norm,
     steps_per_interval,
-    vjp,
 )
+from ._integrate import Outcome, integrate, rms_norm, vjp
 from ._solution import SolverError, Status
+from ._term import AbstractDerivativeTerm, FunctionTerm, MultiTerm
 
 __all__ = [
     "AbstractAdjoint",
@@ -33,8 +45,8 @@ __all__ = [
 class Config:
     """Everything a native integration needs besides the problem and the data."""
 
-    method: Any  # a method object, e.g. ExplicitRungeKutta
-    dt: float | None
+    method: Any  # a stepper
+    controller: Any  # a step-size controller
     rtol: float
     atol: float
     max_steps: int
@@ -46,17 +58,63 @@ class Config:
     # An SDE's planned steps and Brownian increments (an SDESchedule), for one call
     noise: Any = None
 
+    @property
+    def dt(self) -> float | None:
+        """The constant step size, or ``None`` for adaptive steps."""
+        return self.controller.dt if self.controller.planned else None
+
     def fixed_schedule(self, t: torch.Tensor) -> FixedSchedule:
-        """The fixed steps over the ``(lanes, T)`` grid ``t``: the planned ones, if any."""
+        """The planned steps over the ``(lanes, T)`` grid ``t``: the given ones, if any."""
         if self.schedule is not None:
             return self.schedule
-        return fixed_schedule(t, self.dt, self.max_steps)
+        return fixed_schedule(t, self.controller.dt, self.max_steps)
+
+    def norm(self, err, y0, y1):
+        return rms_norm(err, y0, y1, self.rtol, self.atol)
+
+
+def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> Outcome:
+    """The native forward solve of ``problem`` over the ``(lanes, T)`` grid ``t``: its
+    terms, stepper and controller through the one loop."""
+    terms = problem.terms()
+    controls, schedule = None, None
+    if isinstance(terms, MultiTerm):
+        from ._sde import SDESchedule
+
+        if cfg.noise is not None:
+            controls = cfg.noise
+        else:
+            g0 = terms.g(t[:, 0], y0)
+            controls = SDESchedule(problem, cfg, y0, t, g0)
+        schedule = controls.sched
+    elif cfg.controller.planned:
+        schedule = cfg.fixed_schedule(t)
+    if problem.integrates_itself:
+        return problem.integrate(cfg, y0, t, f0, checkpoint_every=checkpoint_every)
+    return integrate(
+        cfg.method,
+        terms,
+        (y0,),
+        t,
+        cfg.controller,
+        f0=None if f0 is None else (f0,),
+        schedule=schedule,
+        controls=controls,
+        norm=cfg.norm,
+        max_steps=cfg.max_steps,
+        checkpoint_every=checkpoint_every,
+        jumps=None if cfg.controller.planned else problem.jump_times(),
+    )
 
 
 class AbstractAdjoint:
     """How a native solve computes gradients. Subclasses are final."""
 
     name: str
+
+    def refuses(self, problem, method) -> str | None:
+        """Why this adjoint cannot differentiate ``problem`` solved by ``method``; None."""
+        return None
 
     def run(self, problem, cfg: Config, y0, t, f0) -> Outcome:
         raise NotImplementedError
@@ -72,7 +130,7 @@ class DirectAdjoint(AbstractAdjoint):
     name = "direct"
 
     def run(self, problem, cfg, y0, t, f0):
-        return problem.integrate(cfg, y0, t, f0)
+        return forward_solve(problem, cfg, y0, t, f0)
 
     def __repr__(self):
         return "DirectAdjoint()"
@@ -92,16 +150,27 @@ class CheckpointAdjoint(AbstractAdjoint):
     name = "checkpoint"
 
     def __init__(self, every: int | None = None):
-        if every is not None and (not isinstance(every, int) or every < 1):
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
             raise ValueError(f"CheckpointAdjoint: every must be a positive integer, got {every!r}")
         self.every = every
 
     def run(self, problem, cfg, y0, t, f0):
-        every = self.every or (32 if cfg.method.adaptive else "auto")
-        return problem.integrate(cfg, y0, t, f0, checkpoint_every=every)
+        every = self.every or ("auto" if cfg.controller.planned else 32)
+        return forward_solve(problem, cfg, y0, t, f0, checkpoint_every=every)
 
     def __repr__(self):
         return f"CheckpointAdjoint(every={self.every})"
+
+
+def _check_tolerance(owner: str, name: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{owner}: {name} must be a non-negative number, got {value!r}")
+    if math.isinf(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
 
 
 class BacksolveAdjoint(AbstractAdjoint):
@@ -117,8 +186,14 @@ class BacksolveAdjoint(AbstractAdjoint):
     and adjoint only (a seminorm: Kidger et al., "Hey, that's not an ODE", ICML 2021).
 
     Gradients reach ``y0``, ``t`` and the parameters of the vector field when it is an
-    ``nn.Module`` (or the tensors given as ``params``). Tensors a plain function captures
-    from outside get no gradient: pass them as ``params``. Double backward is not supported.
+    ``nn.Module`` (or the tensors given as ``params``). A tensor that requires grad and that
+    the vector field reaches otherwise (captured by a plain function) is found before the
+    solve, and the solve refuses it (a ValueError naming its shape): pass it in ``params``.
+    Samples that failed in the forward solve (``throw=False``) get no gradient. Double
+    backward is not supported.
+
+    On an SDE, ``adjoint="backsolve"`` is :class:`ReversibleAdjoint` for the
+    ``reversible_heun`` method and :class:`StochasticAdjoint` otherwise.
 
     Args:
         method: method for the backward solve (default: the forward method).
@@ -138,40 +213,88 @@ class BacksolveAdjoint(AbstractAdjoint):
         dt: float | None = None,
         params: Iterable[torch.Tensor] | None = None,
     ):
+        _check_tolerance("BacksolveAdjoint", "rtol", rtol)
+        _check_tolerance("BacksolveAdjoint", "atol", atol)
+        if rtol is not None and atol is not None and rtol + atol == 0:
+            raise ValueError("BacksolveAdjoint: rtol and atol must not both be zero")
+        if dt is not None:
+            ConstantStepSize(dt)  # raises naming dt
+        if method is not None:
+            from ._stepper import get_method
+
+            get_method(method)  # an unknown name is refused now, not in the backward pass
         self.method, self.rtol, self.atol, self.dt = method, rtol, atol, dt
-        self.params = None if params is None else tuple(params)
+        if params is not None:
+            params = tuple(params)
+            for i, p in enumerate(params):
+                if not isinstance(p, torch.Tensor):
+                    raise TypeError(
+                        f"BacksolveAdjoint: params[{i}] must be a tensor, got {type(p).__name__}"
+                    )
+        self.params = params
 
-    def run(self, problem, cfg, y0, t, f0):
-        from ._methods import get_method
-
-        if hasattr(problem, "backsolve"):
-            return problem.backsolve(self, cfg, y0, t, f0)
-        if not problem.supports_backsolve:
-            raise ValueError(
+    def refuses(self, problem, method):
+        terms = problem.terms()
+        if isinstance(terms, MultiTerm):
+            return self._sde_adjoint(method).refuses(problem, method)
+        if not isinstance(terms, AbstractDerivativeTerm) or problem.integrates_itself:
+            return (
                 f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
                 "use adjoint='direct' or 'checkpoint'"
             )
-        params = self.params if self.params is not None else tuple(problem.parameters())
+        return None
+
+    def _sde_adjoint(self, method):
+        from ._sde_adjoint import ReversibleAdjoint, StochasticAdjoint
+
+        unused = [k for k in ("method", "rtol", "atol", "dt") if getattr(self, k) is not None]
+        if unused:
+            raise ValueError(
+                f"BacksolveAdjoint: {', '.join(unused)} do not apply to an SDE: its backward "
+                "solve takes the forward steps on the same Brownian path; pass "
+                "BacksolveAdjoint() or BacksolveAdjoint(params=...)"
+            )
+        cls = ReversibleAdjoint if ReversibleAdjoint.handles(method) else StochasticAdjoint
+        return cls(params=self.params)
+
+    def backward_config(self, cfg: Config) -> Config:
+        """The configuration of the backward solve."""
+        from ._rk import ExplicitRungeKutta
+        from ._stepper import get_method
+
         back = get_method(self.method) if self.method is not None else cfg.method
-        if not hasattr(back, "tableau"):
+        if not isinstance(back, ExplicitRungeKutta):
             raise ValueError(
                 f"BacksolveAdjoint: the backward solve needs a Runge–Kutta method, got "
                 f"{back.name!r}; pass BacksolveAdjoint(method='dopri5') or another"
             )
-        bcfg = Config(
-            method=back,
-            dt=self.dt if self.dt is not None else cfg.dt,
-            rtol=self.rtol if self.rtol is not None else cfg.rtol,
-            atol=self.atol if self.atol is not None else cfg.atol,
-            max_steps=cfg.max_steps,
-            schedule=None,
-            backward=cfg.backward,
-        )
-        if not back.adaptive and bcfg.dt is None:
+        dt = self.dt if self.dt is not None else cfg.dt
+        if dt is not None:
+            controller = ConstantStepSize(dt)
+        elif back.adaptive:
+            controller = cfg.controller if isinstance(cfg.controller, PIDController) else None
+            controller = controller or PIDController()
+        else:
             raise ValueError(
                 f"BacksolveAdjoint: the backward method {back.name!r} is fixed-step; "
                 "pass dt to BacksolveAdjoint"
             )
+        return Config(
+            method=back,
+            controller=controller,
+            rtol=self.rtol if self.rtol is not None else cfg.rtol,
+            atol=self.atol if self.atol is not None else cfg.atol,
+            max_steps=cfg.max_steps,
+            backward=cfg.backward,
+        )
+
+    def run(self, problem, cfg, y0, t, f0):
+        terms = problem.terms()
+        if isinstance(terms, MultiTerm):
+            return self._sde_adjoint(cfg.method).run(problem, cfg, y0, t, f0)
+        params = self.params if self.params is not None else tuple(terms.parameters())
+        check_captured(terms, y0, t[:, 0], params)
+        bcfg = self.backward_config(cfg)
         box = {}
         # f0 was evaluated with the graph on; the forward pass needs only its value
         ys = _Backsolve.apply(problem, cfg, bcfg, box, y0, t, f0.detach(), *params)
@@ -183,112 +306,42 @@ class BacksolveAdjoint(AbstractAdjoint):
         return f"BacksolveAdjoint(method={self.method!r}, rtol={self.rtol}, atol={self.atol})"
 
 
-class _Backsolve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, problem, cfg, bcfg, box, y0, t, f0, *params):
-        with torch.no_grad():
-            out = problem.integrate(cfg, y0, t, f0)
-        box["outcome"] = out
-        ys = out.ys[0]
-        ctx.problem, ctx.bcfg, ctx.n_params = problem, bcfg, len(params)
-        ctx.save_for_backward(t, ys, *params)
-        return ys
+def check_captured(terms, y0, t0, params) -> None:
+    """Refuse a vector field that reaches tensors requiring grad other than ``params``: the
+    continuous adjoint would silently give them no gradient.
 
-    @staticmethod
-    def backward(ctx, grad_ys):
-        t, ys, *params = ctx.saved_tensors
-        problem, bcfg = ctx.problem, ctx.bcfg
-        want_t = ctx.needs_input_grad[5]
-        B, T = ys.shape[0], ys.shape[1]
-        grad_ys = grad_ys.nan_to_num(0.0) if grad_ys is not None else torch.zeros_like(ys)
-        a = grad_ys[:, T - 1]
-        g_params = [torch.zeros_like(p) for p in params]
-        g_t = torch.zeros_like(t)
-        for j in range(T - 1, 0, -1):
-            tp, tn = t[:, j - 1], t[:, j]
-            field = _augmented_field(problem, tp, tn, params, B, want_t)
-            state = (
-                ys[:, j],
-                a,
-                torch.zeros_like(tp),
-                torch.zeros_like(tn),
-                *[torch.zeros_like(p) for p in params],
-            )
-            planned = bcfg.backward[j - 1] if bcfg.backward is not None else None
-            end = _solve_unit_interval(field, bcfg, state, tp, tn, planned)
-            a = end[1] + grad_ys[:, j - 1]
-            g_t[:, j - 1] += end[2]
-            g_t[:, j] += end[3]
-            for g, e in zip(g_params, end[4:]):
-                g += e
-        return (None, None, None, None, a, g_t if want_t else None, None, *g_params)
-
-
-def _augmented_field(problem, tp, tn, params, batch: int, want_t: bool):
-    """The adjoint system in reversed unit time ``r``, with ``t = tp + (1 - r)(tn - tp)``."""
-
-    def field(r, state):
-        y, a = state[0], state[1]
-        with torch.enable_grad():
-            y_ = y.detach().requires_grad_(True)
-            tp_ = tp.detach().requires_grad_(want_t)
-            tn_ = tn.detach().requires_grad_(want_t)
-            delta = tn_ - tp_
-            tt = tp_ + (1 - r) * delta
-            # r = 0 is the end of the forward interval: the left limit there (see rk_step)
-            tt = torch.where(r == 0, torch.nextafter(tt, tp_), tt)
-            g = delta.reshape(delta.shape + (1,) * (y.ndim - 1)) * problem.vector_field(
-                tt.expand(batch), y_
-            )
-            inputs = (y_, *((tp_, tn_) if want_t else ()), *params)
-            got = vjp(g, inputs, a)
-        if want_t:
-            d_tp, d_tn, d_params = got[1], got[2], got[3:]
-        else:
-            d_tp, d_tn, d_params = torch.zeros_like(tp), torch.zeros_like(tn), got[1:]
-        return (-g.detach(), got[0], d_tp, d_tn, *d_params)
-
-    return field
-
-
-def _solve_unit_interval(field, bcfg: Config, state, tp, tn, planned: FixedSchedule | None):
-    """Integrate the augmented state over ``r ∈ [0, 1]`` with one step size for the batch.
-
-    A fixed-step backward solve takes the planned schedule when there is one; then nothing
-    is read back to the host (the step count was checked against ``max_steps`` when it was
-    planned).
+    Evaluates the terms once with a graph and walks it from the output to its leaves,
+    stopping at ``params`` (which may be computed tensors, like a path's coefficients).
     """
-    tab = bcfg.method.tableau
-    r0 = torch.zeros(1, device=state[0].device, dtype=state[0].dtype)
-    f0 = field(r0, state)
-    if not tab.adaptive:
-        sched = planned if planned is not None else unit_schedule(tp, tn, bcfg)
-        return integrate_fixed(field, tab, state, f0, sched).final
-
-    def seminorm(e, a, b):
-        per_sample = rms_norm(e[:2], a[:2], b[:2], bcfg.rtol, bcfg.atol)
-        return per_sample.max().reshape(1)
-
-    grid = torch.stack([r0, torch.ones_like(r0)], dim=1)
-    out = integrate_adaptive(
-        field,
-        tab,
-        bcfg.method.controller,
-        state,
-        f0,
-        grid,
-        seminorm,
-        max_steps=bcfg.max_steps,
-        record=False,
-    )
-    code = int(out.status[0])
-    if code != Status.SUCCESS:
-        raise SolverError(
-            Status(code),
-            list(range(state[0].shape[0])),
-            " (in the backward solve of BacksolveAdjoint)",
+    if not torch.is_grad_enabled():
+        return
+    with torch.enable_grad():
+        y = y0.detach().requires_grad_(True)
+        out = terms.derivative(t0.detach(), (y,))[0]
+    if out.grad_fn is None:
+        return
+    stop = {id(p) for p in params}
+    stop_fns = {p.grad_fn for p in params if p.grad_fn is not None}
+    seen, stack, found = set(), [out.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen or fn in stop_fns:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            if var is not y and id(var) not in stop:
+                found.append(var)
+            continue
+        stack.extend(f for f, _ in fn.next_functions)
+    if found:
+        shapes = ", ".join(str(tuple(v.shape)) for v in found[:5])
+        raise ValueError(
+            f"adjoint 'backsolve': the vector field uses {len(found)} tensor(s) that require "
+            f"grad but are not among its parameters (shapes {shapes}), and would get no "
+            "gradient. Hold them as parameters of an nn.Module vector field, or pass every "
+            "tensor to differentiate as BacksolveAdjoint(params=[...])"
         )
-    return out.final
 
 
 def unit_schedule(tp: torch.Tensor, tn: torch.Tensor, bcfg: Config) -> FixedSchedule:
@@ -308,6 +361,135 @@ def unit_schedule(tp: torch.Tensor, tn: torch.Tensor, bcfg: Config) -> FixedSche
         )
     grid = torch.tensor([[0.0, 1.0]], device=tp.device, dtype=tp.dtype)
     return fixed_schedule(grid, 1.0 / n, bcfg.max_steps)
+
+
+class _Backsolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem, cfg, bcfg, box, y0, t, f0, *params):
+        with torch.no_grad():
+            out = forward_solve(problem, cfg, y0, t, f0)
+        box["outcome"] = out
+        ys = out.ys[0]
+        status = out.status.expand(y0.shape[0]) if out.status.shape[0] == 1 else out.status
+        ctx.problem, ctx.bcfg, ctx.n_params = problem, bcfg, len(params)
+        ctx.save_for_backward(t, ys, status, *params)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        t, ys, status, *params = ctx.saved_tensors
+        problem, bcfg = ctx.problem, ctx.bcfg
+        want_t = ctx.needs_input_grad[5]
+        B, T = ys.shape[0], ys.shape[1]
+        grad_ys = grad_ys.nan_to_num(0.0) if grad_ys is not None else torch.zeros_like(ys)
+        # samples that failed forward (throw=False) take no part: their outputs are NaN
+        failed = status != Status.SUCCESS
+        ok = (~failed).reshape((B,) + (1,) * (ys.ndim - 1)).to(ys.dtype)
+        grad_ys = grad_ys * ok
+        ys = torch.where(ok.bool(), ys, torch.zeros((), dtype=ys.dtype, device=ys.device))
+        terms, leaves = detached_terms(problem.terms(), params)
+        a = grad_ys[:, T - 1]
+        g_params = [torch.zeros_like(p) for p in params]
+        g_t = torch.zeros_like(t)
+        for j in range(T - 1, 0, -1):
+            tp, tn = t[:, j - 1], t[:, j]
+            field = _augmented_field(terms, tp, tn, leaves, B, want_t)
+            state = (
+                ys[:, j],
+                a,
+                torch.zeros_like(tp),
+                torch.zeros_like(tn),
+                *[torch.zeros_like(p) for p in params],
+            )
+            planned = bcfg.backward[j - 1] if bcfg.backward is not None else None
+            end = _solve_unit_interval(field, bcfg, state, tp, tn, planned)
+            a = end[1] + grad_ys[:, j - 1]
+            g_t[:, j - 1] += end[2]
+            g_t[:, j] += end[3]
+            for g, e in zip(g_params, end[4:]):
+                g += e
+        a = a * ok[:, 0]
+        return (None, None, None, None, a, g_t if want_t else None, None, *g_params)
+
+
+def detached_terms(terms, params):
+    """The terms evaluated on leaf copies of those ``params`` that are computed tensors (a
+    CDE path's coefficients built from data that requires grad): each backward step then
+    differentiates with respect to the copies, and the graph that built them is left alone
+    (it belongs to the caller, and is traversed once, by autograd, after this backward)."""
+    computed = [p for p in params if p.grad_fn is not None]
+    if not computed:
+        return terms, tuple(params)
+    leaves = tuple(p.detach().requires_grad_(True) if p.grad_fn is not None else p for p in params)
+    return terms.with_tensors({id(p): q for p, q in zip(params, leaves)}), leaves
+
+
+def _augmented_field(terms, tp, tn, params, batch: int, want_t: bool):
+    """The adjoint system in reversed unit time ``r``, with ``t = tp + (1 - r)(tn - tp)``."""
+
+    def field(r, state):
+        y, a = state[0], state[1]
+        with torch.enable_grad():
+            y_ = y.detach().requires_grad_(True)
+            tp_ = tp.detach().requires_grad_(want_t)
+            tn_ = tn.detach().requires_grad_(want_t)
+            delta = tn_ - tp_
+            tt = tp_ + (1 - r) * delta
+            # r = 0 is the end of the forward interval: the left limit there (see rk_step)
+            tt = torch.where(r == 0, torch.nextafter(tt, tp_), tt)
+            g = delta.reshape(delta.shape + (1,) * (y.ndim - 1)) * terms.derivative(tt, (y_,))[0]
+            inputs = (y_, *((tp_, tn_) if want_t else ()), *params)
+            got = vjp(g, inputs, a)
+        if want_t:
+            d_tp, d_tn, d_params = got[1], got[2], got[3:]
+        else:
+            d_tp, d_tn, d_params = torch.zeros_like(tp), torch.zeros_like(tn), got[1:]
+        return (-g.detach(), got[0], d_tp, d_tn, *d_params)
+
+    return field
+
+
+def _solve_unit_interval(field, bcfg: Config, state, tp, tn, planned: FixedSchedule | None):
+    """Integrate the augmented state over ``r ∈ [0, 1]`` with one step size for the batch,
+    by the one loop.
+
+    A fixed-step backward solve takes the planned schedule when there is one; then nothing
+    is read back to the host (the step count was checked against ``max_steps`` when it was
+    planned).
+    """
+    r0 = torch.zeros(1, device=state[0].device, dtype=state[0].dtype)
+    grid = torch.stack([r0, torch.ones_like(r0)], dim=1)
+    f0 = field(r0, state)
+    term = FunctionTerm(field)
+    if bcfg.controller.planned:
+        sched = planned if planned is not None else unit_schedule(tp, tn, bcfg)
+        return integrate(
+            bcfg.method, term, state, grid, bcfg.controller, f0=f0, schedule=sched, record=False
+        ).final
+
+    def seminorm(e, a, b):
+        per_sample = rms_norm(e[:2], a[:2], b[:2], bcfg.rtol, bcfg.atol)
+        return per_sample.max().reshape(1)
+
+    out = integrate(
+        bcfg.method,
+        term,
+        state,
+        grid,
+        bcfg.controller,
+        f0=f0,
+        norm=seminorm,
+        max_steps=bcfg.max_steps,
+        record=False,
+    )
+    code = int(out.status[0])
+    if code != Status.SUCCESS:
+        raise SolverError(
+            Status(code),
+            list(range(state[0].shape[0])),
+            " (in the backward solve of BacksolveAdjoint)",
+        )
+    return out.final
 
 
 _ADJOINTS = {

@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
-from ._backends import AbstractBackend, register_backend
-from ._cde import CDE
-from ._integrate import fixed_schedule, refine_grid, vjp
-from ._methods import get_method
-from ._problems import ODE
+from ._backends import AbstractBackend, Supports, register_backend
+from ._controller import fixed_schedule, refine_grid
+from ._integrate import vjp
 from ._solution import Solution, Stats, Status
+from ._stepper import get_method
 
 __all__ = ["DiffraxBackend"]
 
@@ -67,8 +66,16 @@ class DiffraxBackend(AbstractBackend):
     """
 
     name = "diffrax"
+    supports = Supports(
+        problems=("ODE", "CDE"),
+        adjoints=("direct", "checkpoint", "backsolve"),
+        per_sample_times=False,
+        methods=tuple(_METHODS),
+    )
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+    def solve(self, problem, y0, t, f0, cfg, adjoint):
+        method, dt, rtol, atol, max_steps = cfg.method, cfg.dt, cfg.rtol, cfg.atol, cfg.max_steps
+        adaptive = not cfg.controller.planned
         try:
             import diffrax  # noqa: F401
             import jax  # noqa: F401
@@ -76,26 +83,18 @@ class DiffraxBackend(AbstractBackend):
             raise ImportError(
                 f"backend 'diffrax' needs jax and diffrax ({e}): pip install \"ctrnn[jax]\""
             ) from e
-        if not isinstance(problem, (ODE, CDE)):
-            raise ValueError(
-                f"backend 'diffrax' solves ODE and CDE problems, got {type(problem).__name__}; "
-                "use backend='native'"
-            )
-        if t.ndim != 1:
-            raise ValueError(
-                f"backend 'diffrax' needs one time grid shared by the batch, got t of shape "
-                f"{tuple(t.shape)}; per-sample times are handled by backend='native'"
-            )
         if t.requires_grad:
             raise ValueError(
                 "backend 'diffrax' does not differentiate with respect to t (t requires "
                 "grad); backend='native' does"
             )
-        if method.name not in _METHODS or method.tableau is not get_method(method.name).tableau:
+        if _builtin_tableau(method.name) is not getattr(method, "tableau", None):
             raise ValueError(
                 f"backend 'diffrax' has no method {method.name!r}; it offers "
                 f"{', '.join(_METHODS)}; backend='native' takes any tableau"
             )
+        if cfg.controller.planned and cfg.controller.step_times() is not None:
+            raise ValueError("backend 'diffrax' takes no StepTo controller here; use dt")
         if y0.dtype not in (torch.float32, torch.float64):
             raise ValueError(
                 f"backend 'diffrax' solves in float32 or float64, got y0 of dtype {y0.dtype}"
@@ -108,25 +107,20 @@ class DiffraxBackend(AbstractBackend):
             )
         if isinstance(adjoint, BacksolveAdjoint):
             params = adjoint.params if adjoint.params is not None else problem.parameters()
-        elif isinstance(adjoint, (DirectAdjoint, CheckpointAdjoint)):
-            params = problem.parameters()
         else:
-            raise ValueError(
-                f"backend 'diffrax' does not take adjoint {adjoint!r}; it offers 'direct', "
-                "'checkpoint' and 'backsolve'"
-            )
+            params = problem.parameters()
         params = tuple(p for p in params if p.requires_grad)
         np_dtype = np.float64 if y0.dtype == torch.float64 else np.float32
         steps = None
-        if not method.adaptive:  # the native steps: each output interval split at its jumps
+        if not adaptive:  # the native steps: each output interval split at its jumps
             refined = refine_grid(t.detach(), jumps)
             steps = _step_times(t.detach() if refined is None else refined[0], dt)
         spec = _Spec(
             method=method.name,
-            adaptive=method.adaptive,
+            adaptive=adaptive,
             rtol=float(rtol),
             atol=float(atol),
-            dt0=None if dt is None or not method.adaptive else float(dt),
+            dt0=cfg.controller.first_step if adaptive else None,
             adjoint=_adjoint_spec(adjoint, method, dt, steps),
             max_steps=int(max_steps),
             jumps=jumps is not None,
@@ -161,6 +155,17 @@ def _step_times(t: torch.Tensor, dt: float) -> torch.Tensor:
     return torch.cat([torch.stack(sched.ts)[:, 0], t[-1:]])
 
 
+def _builtin_tableau(name: str):
+    """The tableau of the built-in method ``name`` (None when there is none)."""
+    from ._rk import ExplicitRungeKutta
+
+    if name not in _METHODS:
+        return None
+    m = get_method(name)
+    m = m.ode if not isinstance(m, ExplicitRungeKutta) else m
+    return m.tableau
+
+
 def _adjoint_spec(adjoint, method, dt, steps) -> tuple:
     """A hashable description of how diffrax differentiates the solve."""
     n = None if steps is None else steps.shape[0] - 1
@@ -172,12 +177,14 @@ def _adjoint_spec(adjoint, method, dt, steps) -> tuple:
         every = adjoint.every or max(1, math.isqrt(n))
         return ("recursive", max(1, -(-n // every)))
     back = method if adjoint.method is None else get_method(adjoint.method)
-    if back.name not in _METHODS or back.tableau is not get_method(back.name).tableau:
+    if _builtin_tableau(back.name) is not getattr(back, "tableau", None) and not (
+        back.name == "heun" and adjoint.method is not None
+    ):
         raise ValueError(
             f"backend 'diffrax' has no method {back.name!r} for the backward solve; it offers "
             f"{', '.join(_METHODS)}"
         )
-    if back.adaptive:
+    if back.adaptive and adjoint.dt is None and dt is None:
         return ("backsolve", back.name, None, adjoint.rtol, adjoint.atol)
     step = adjoint.dt if adjoint.dt is not None else dt
     if step is None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
+from ._adjoint import BacksolveAdjoint
 from ._backends import (
     _TORCHDIFFEQ_METHODS,
     AbstractBackend,
+    Supports,
     register_backend,
     torchdiffeq_options,
 )
-from ._cde import CDE
 from ._interpolation import (
     AbstractPiecewiseCubicPath,
     HermiteCubicPath,
@@ -19,6 +19,7 @@ from ._interpolation import (
     NaturalCubicPath,
 )
 from ._solution import Solution, Stats, Status
+from ._term import broadcast_time
 
 __all__ = ["TorchcdeBackend"]
 
@@ -36,19 +37,21 @@ class TorchcdeBackend(AbstractBackend):
     """
 
     name = "torchcde"
+    supports = Supports(
+        problems=("CDE",),
+        adjoints=("direct", "backsolve"),
+        per_sample_times=False,
+        methods=tuple(_TORCHDIFFEQ_METHODS),
+    )
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+    def solve(self, problem, y0, t, f0, cfg, adjoint):
+        method, rtol, atol = cfg.method, cfg.rtol, cfg.atol
         try:
             import torchcde
         except ImportError as e:  # pragma: no cover - exercised where it is missing
             raise ImportError(
                 "backend 'torchcde' needs torchcde: pip install \"ctrnn[backends]\""
             ) from e
-        if not isinstance(problem, CDE):
-            raise ValueError(
-                f"backend 'torchcde' solves CDE problems only, got {type(problem).__name__}; "
-                "use backend='native' (or 'torchdiffeq' for an ODE)"
-            )
         path = problem.path
         if t.ndim != 1 or (isinstance(path, AbstractPiecewiseCubicPath) and path.times.ndim != 1):
             raise ValueError(
@@ -60,27 +63,12 @@ class TorchcdeBackend(AbstractBackend):
                 f"backend 'torchcde' cannot convert a {type(path).__name__}; it takes the "
                 "paths of solvers.interpolate; use backend='native'"
             )
-        name = _TORCHDIFFEQ_METHODS.get(method.name)
-        if name is None:
-            raise ValueError(
-                f"backend 'torchcde' has no method {method.name!r}; it offers "
-                f"{', '.join(_TORCHDIFFEQ_METHODS)}; backend='native' has them all"
-            )
-        if isinstance(adjoint, CheckpointAdjoint):
-            raise ValueError(
-                "backend 'torchcde' has no checkpoint adjoint; use backend='native' "
-                "for adjoint='checkpoint'"
-            )
-        if not isinstance(adjoint, (DirectAdjoint, BacksolveAdjoint)):
-            raise ValueError(
-                f"backend 'torchcde' does not take adjoint {adjoint!r}; "
-                "it offers 'direct' and 'backsolve'"
-            )
+        name = _TORCHDIFFEQ_METHODS[method.name]
         X, coeffs = _torchcde_path(torchcde, path)
         B = y0.shape[0]
         calls = [0]
         func = _Func(problem.f, y0.shape, calls)
-        options = torchdiffeq_options(self.name, problem, method, dt, max_steps)
+        options = torchdiffeq_options(self.name, problem, cfg)
         kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
         if isinstance(adjoint, BacksolveAdjoint):
             own = tuple(problem.f.parameters()) if isinstance(problem.f, torch.nn.Module) else ()
@@ -142,7 +130,8 @@ def _adjoint_options(adjoint: BacksolveAdjoint, method, options) -> dict:
 
 
 class _Func(torch.nn.Module):
-    """``f(z)`` in torchcde's calling convention: ``func(t, z)`` on flattened states."""
+    """``f(t, z)`` in torchcde's calling convention: ``func(t, z)`` on flattened states, ``t``
+    0-dim."""
 
     def __init__(self, f, shape, calls):
         super().__init__()
@@ -151,7 +140,8 @@ class _Func(torch.nn.Module):
     def forward(self, t, z):
         self.calls[0] += 1
         B = self.shape[0]
-        out = self.f(z.reshape(self.shape))
+        z = z.reshape(self.shape)
+        out = self.f(broadcast_time(t.reshape(1), z), z)
         return out.reshape(B, -1, out.shape[-1])
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ._adjoint import BacksolveAdjoint, DirectAdjoint
-from ._backends import AbstractBackend, register_backend
+from ._adjoint import DirectAdjoint
+from ._backends import AbstractBackend, Supports, register_backend
 from ._solution import Solution, Stats, Status
 
 __all__ = ["TorchsdeBackend"]
@@ -90,10 +90,10 @@ class _TorchsdeSDE(torch.nn.Module):
 
     def f(self, t, y):
         self.calls[0] += 1
-        return self.problem.drift(t.expand(self.batch), y)
+        return self.problem.terms().f(t.reshape(1), y)
 
     def g(self, t, y):
-        g = self.problem.diffusion(t.expand(self.batch), y)
+        g = self.problem.terms().g(t.reshape(1), y)
         if self._diag_to_matrix and g.ndim == 2:
             g = torch.diag_embed(g)
         return g
@@ -107,28 +107,22 @@ class TorchsdeBackend(AbstractBackend):
 
     name = "torchsde"
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
-        from ._sde import SDE
+    @property
+    def supports(self):
+        return Supports(
+            problems=("SDE",),
+            adjoints=("direct", "backsolve"),
+            per_sample_times=False,
+            methods=tuple(_TORCHSDE_METHODS),
+        )
 
+    def solve(self, problem, y0, t, f0, cfg, adjoint):
+        method, dt = cfg.method, cfg.dt
         torchsde = _import_torchsde()
-        if not isinstance(problem, SDE):
-            raise ValueError(
-                f"backend 'torchsde' solves SDE problems only, got {type(problem).__name__}; "
-                "use backend='native'"
-            )
-        if t.ndim != 1:
-            raise ValueError(
-                f"backend 'torchsde' needs one time grid shared by the batch, got t of shape "
-                f"{tuple(t.shape)}; per-sample times are handled by backend='native'"
-            )
-        if method.name not in _TORCHSDE_METHODS:
-            raise ValueError(
-                f"backend 'torchsde' has no method {method.name!r}; it offers "
-                f"{', '.join(_TORCHSDE_METHODS)}; backend='native' has them all"
-            )
-        method.check_problem(problem)
+        if cfg.controller.step_times() is not None:
+            raise ValueError("backend 'torchsde' takes no StepTo controller; use dt")
         B = y0.shape[0]
-        g0 = problem.diffusion(t[0].expand(B), y0)
+        g0 = problem.terms().g(t[:1], y0)
         bm = _as_torchsde_brownian(problem.brownian_path(t[None], y0, g0, dt), torchsde)
         name, options = _TORCHSDE_METHODS[method.name]
         calls = [0]
@@ -136,7 +130,7 @@ class TorchsdeBackend(AbstractBackend):
         kwargs = dict(bm=bm, method=name, dt=dt, options=dict(options))
         if isinstance(adjoint, DirectAdjoint):
             ys = torchsde.sdeint(sde, y0, t, **kwargs)
-        elif isinstance(adjoint, BacksolveAdjoint):
+        else:
             if any(getattr(adjoint, k) is not None for k in ("method", "rtol", "atol", "dt")):
                 raise ValueError(
                     "backend 'torchsde': BacksolveAdjoint takes params only here; torchsde "
@@ -146,11 +140,6 @@ class TorchsdeBackend(AbstractBackend):
             if name == "milstein":
                 kwargs["adjoint_options"] = {"grad_free": False}
             ys = torchsde.sdeint_adjoint(sde, y0, t, adjoint_params=tuple(params), **kwargs)
-        else:
-            raise ValueError(
-                f"backend 'torchsde' does not take adjoint {adjoint!r}; it offers 'direct' and "
-                "'backsolve'; backend='native' has 'checkpoint'"
-            )
         ys = ys.movedim(0, 1)
         status = torch.zeros(B, dtype=torch.long, device=y0.device)
         bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)

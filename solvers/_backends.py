@@ -2,20 +2,67 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ._adjoint import BacksolveAdjoint, CheckpointAdjoint, Config, DirectAdjoint
-from ._integrate import refine_grid
-from ._problems import ODE
+from ._adjoint import BacksolveAdjoint, Config
+from ._controller import refine_grid
 from ._solution import Solution, Stats, Status
 
-__all__ = ["AbstractBackend", "backends", "get_backend", "register_backend"]
+__all__ = ["AbstractBackend", "Supports", "backends", "get_backend", "register_backend"]
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a backend solves: the one table that ``solve`` checks before calling it.
+
+    Attributes:
+        problems: problem class names (``"ODE"``, ``"CDE"``, ...); ``None``: any problem
+            (a user's own problem class over the terms).
+        adjoints: adjoint names (``"direct"``, ``"checkpoint"``, ``"backsolve"``).
+        per_sample_times: whether ``t`` may be ``(batch, T)``.
+        methods: method names, or ``None`` for every method that accepts the problem.
+    """
+
+    problems: tuple[str, ...] | None
+    adjoints: tuple[str, ...]
+    per_sample_times: bool
+    methods: tuple[str, ...] | None = None
 
 
 class AbstractBackend:
-    name: str
+    """A backend: declares what it :attr:`supports` and solves. Subclasses are final."""
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps) -> Solution:
+    name: str
+    supports: Supports
+
+    def check_supports(self, problem, cfg: Config, adjoint, t: torch.Tensor) -> None:
+        """Refuse, naming the backend that can, what this backend does not support."""
+        s, kind = self.supports, type(problem).__name__
+        native = "" if self.name == "native" else "; backend='native' does"
+        if s.problems is not None and kind not in s.problems:
+            raise ValueError(
+                f"backend {self.name!r} solves {', '.join(s.problems)} problems only, got "
+                f"{kind}{native}"
+            )
+        if adjoint.name not in s.adjoints:
+            raise ValueError(
+                f"backend {self.name!r} has no {adjoint.name} adjoint; it offers "
+                f"{', '.join(repr(a) for a in s.adjoints)}{native}"
+            )
+        if t.ndim == 2 and not s.per_sample_times:
+            raise ValueError(
+                f"backend {self.name!r} needs one time grid shared by the batch, got t of "
+                f"shape {tuple(t.shape)}; per-sample times are handled by backend='native'"
+            )
+        if s.methods is not None and cfg.method.name not in s.methods:
+            raise ValueError(
+                f"backend {self.name!r} has no method {cfg.method.name!r}; it offers "
+                f"{', '.join(s.methods)}{native}"
+            )
+
+    def solve(self, problem, y0, t, f0, cfg: Config, adjoint) -> Solution:
         raise NotImplementedError
 
 
@@ -23,19 +70,20 @@ class NativeBackend(AbstractBackend):
     """This package's solvers: every method, adjoint and per-sample time grids."""
 
     name = "native"
+    supports = Supports(
+        problems=None,
+        adjoints=("direct", "checkpoint", "backsolve"),
+        per_sample_times=True,
+    )
 
-    def solve(
-        self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps, cfg=None, grid=None
-    ):
-        """``cfg``, when given, is a :class:`Config` with planned schedules, and ``grid`` the
-        planned :meth:`grid` (``prepare``)."""
-        if cfg is None:
-            cfg = Config(method, dt, rtol, atol, max_steps)
+    def solve(self, problem, y0, t, f0, cfg, adjoint, grid=None):
+        """``cfg`` may hold planned schedules, and ``grid`` the planned :meth:`grid`
+        (``prepare``)."""
         if grid is None:
-            grid = self.grid(problem, t, method, adjoint)
+            grid = self.grid(problem, t, cfg, adjoint)
         steps_t, positions = grid
         B = y0.shape[0]
-        out = adjoint.run(problem, cfg, y0, self.lanes(steps_t, method, B), f0)
+        out = adjoint.run(problem, cfg, y0, self.lanes(steps_t, cfg, B), f0)
         status = out.status.expand(B).clone() if out.status.shape[0] == 1 else out.status
         n_acc = out.n_accepted.expand(B).clone() if out.n_accepted.shape[0] == 1 else out.n_accepted
         n_rej = out.n_rejected.expand(B).clone() if out.n_rejected.shape[0] == 1 else out.n_rejected
@@ -49,23 +97,36 @@ class NativeBackend(AbstractBackend):
         return Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
 
     @staticmethod
-    def grid(problem, t: torch.Tensor, method, adjoint) -> tuple:
+    def grid(problem, t: torch.Tensor, cfg, adjoint) -> tuple:
         """``(times, positions)``: the times the solve steps between and where the outputs lie
         among them (``None``: they are ``t`` itself). A loop that steps from time to time
-        (fixed steps; the backward solve of ``backsolve``) also steps onto the problem's jump
-        times; the adaptive loop handles them itself."""
-        if method.adaptive and not isinstance(adjoint, BacksolveAdjoint):
+        (planned steps; the backward solve of ``backsolve``) also steps onto the problem's
+        jump times and a ``StepTo`` controller's times; the adaptive loop lands on jump times
+        itself."""
+        planned = cfg.controller.planned
+        if not planned and not isinstance(adjoint, BacksolveAdjoint):
             return t, None
-        refined = refine_grid(t, problem.jump_times())
+        jumps = problem.jump_times()
+        extra = cfg.controller.step_times() if planned else None
+        if extra is not None:
+            extra = extra.to(device=t.device, dtype=t.dtype)
+            if jumps is None:
+                jumps = extra
+            else:
+                jd = jumps.detach().to(device=t.device, dtype=t.dtype)
+                if jd.ndim == 2:
+                    extra = extra.expand(jd.shape[0], -1)
+                jumps = torch.cat([jd, extra], dim=-1).sort(dim=-1).values
+        refined = refine_grid(t, jumps)
         return (t, None) if refined is None else refined
 
     @staticmethod
-    def lanes(t: torch.Tensor, method, batch: int) -> torch.Tensor:
-        """The ``(lanes, T)`` grid a solve runs on: a fixed-step solve on a shared grid runs
-        as one lane (one schedule for the batch), an adaptive one as a lane per sample."""
+    def lanes(t: torch.Tensor, cfg, batch: int) -> torch.Tensor:
+        """The ``(lanes, T)`` grid a solve runs on: a planned solve on a shared grid runs as
+        one lane (one schedule for the batch), an adaptive one as a lane per sample."""
         if t.ndim == 2:
             return t
-        return t.expand(batch, -1) if method.adaptive else t[None]
+        return t[None] if cfg.controller.planned else t.expand(batch, -1)
 
 
 _TORCHDIFFEQ_METHODS = {
@@ -87,43 +148,30 @@ class TorchdiffeqBackend(AbstractBackend):
     """
 
     name = "torchdiffeq"
+    supports = Supports(
+        problems=("ODE",),
+        adjoints=("direct", "backsolve"),
+        per_sample_times=False,
+        methods=tuple(_TORCHDIFFEQ_METHODS),
+    )
 
-    def solve(self, problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps):
+    def solve(self, problem, y0, t, f0, cfg, adjoint):
+        method, _dt, rtol, atol, _max_steps = cfg.method, cfg.dt, cfg.rtol, cfg.atol, cfg.max_steps
         try:
             import torchdiffeq
         except ImportError as e:  # pragma: no cover - exercised where it is missing
             raise ImportError(
                 "backend 'torchdiffeq' needs torchdiffeq: pip install \"ctrnn[backends]\""
             ) from e
-        if not isinstance(problem, ODE):
-            raise ValueError(
-                f"backend 'torchdiffeq' solves ODE problems only, got {type(problem).__name__}; "
-                "use backend='native'"
-            )
-        if t.ndim != 1:
-            raise ValueError(
-                f"backend 'torchdiffeq' needs one time grid shared by the batch, got t of shape "
-                f"{tuple(t.shape)}; per-sample times are handled by backend='native'"
-            )
-        name = _TORCHDIFFEQ_METHODS.get(method.name)
-        if name is None:
-            raise ValueError(
-                f"backend 'torchdiffeq' has no method {method.name!r}; it offers "
-                f"{', '.join(_TORCHDIFFEQ_METHODS)}; backend='native' has them all"
-            )
-        if isinstance(adjoint, CheckpointAdjoint):
-            raise ValueError(
-                "backend 'torchdiffeq' has no checkpoint adjoint; use backend='native' "
-                "for adjoint='checkpoint'"
-            )
         B = y0.shape[0]
         calls = [0]
 
         def f(tt, y):
             calls[0] += 1
-            return problem.vector_field(tt.expand(B), y)
+            return problem.vector_field(tt.reshape(-1), y)
 
-        options = torchdiffeq_options(self.name, problem, method, dt, max_steps)
+        options = torchdiffeq_options(self.name, problem, cfg)
+        name = _TORCHDIFFEQ_METHODS[method.name]
         kwargs = dict(method=name, rtol=rtol, atol=atol, options=options)
         try:
             if isinstance(adjoint, BacksolveAdjoint):
@@ -136,16 +184,17 @@ class TorchdiffeqBackend(AbstractBackend):
                     **self._adjoint_options(adjoint, method, options),
                     **kwargs,
                 )
-            elif isinstance(adjoint, DirectAdjoint):
-                ys = torchdiffeq.odeint(f, y0, t, **kwargs)
             else:
-                raise ValueError(
-                    f"backend 'torchdiffeq' does not take adjoint {adjoint!r}; "
-                    "it offers 'direct' and 'backsolve'"
-                )
+                ys = torchdiffeq.odeint(f, y0, t, **kwargs)
         except AssertionError as e:
-            # torchdiffeq stops the whole batch; every sample is marked, outputs are NaN
-            failure = Status.MAX_STEPS if "max_num_steps" in str(e) else Status.DT_UNDERFLOW
+            # torchdiffeq stops the whole batch; every sample is marked, outputs are NaN. A
+            # step size driven to underflow by NaN is a non-finite failure, not stiffness.
+            if "max_num_steps" in str(e):
+                failure = Status.MAX_STEPS
+            elif not bool(torch.isfinite(y0).all()) or not bool(torch.isfinite(f0).all()):
+                failure = Status.NONFINITE
+            else:
+                failure = _probe_nonfinite(f, y0, t)
             ys = torch.full(
                 (B, t.shape[0], *y0.shape[1:]), float("nan"), dtype=y0.dtype, device=y0.device
             )
@@ -166,7 +215,7 @@ class TorchdiffeqBackend(AbstractBackend):
         """BacksolveAdjoint's settings in torchdiffeq's words."""
         out = {}
         if adjoint.method is not None:
-            from ._methods import get_method
+            from ._stepper import get_method
 
             back = get_method(adjoint.method)
             if back.name not in _TORCHDIFFEQ_METHODS:
@@ -192,14 +241,40 @@ class TorchdiffeqBackend(AbstractBackend):
         return out
 
 
-def torchdiffeq_options(backend: str, problem, method, dt, max_steps) -> dict:
-    """torchdiffeq's ``options`` for a solve: the step size of a fixed-step method; the step
+def _probe_nonfinite(f, y0, t) -> Status:
+    """Why torchdiffeq's step size underflowed: ``NONFINITE`` when a short explicit Euler
+    probe from ``y0`` meets NaN or inf in the field (torchdiffeq reports both the same way),
+    ``DT_UNDERFLOW`` otherwise."""
+    with torch.no_grad():
+        y, t0 = y0, t[0]
+        span = float(t[-1] - t[0])
+        for _k in range(64):
+            d = f(t0, y)
+            if not bool(torch.isfinite(d).all()):
+                return Status.NONFINITE
+            y = y + d * (span / 64)
+            if not bool(torch.isfinite(y).all()):
+                return Status.NONFINITE
+            t0 = t0 + span / 64
+    return Status.DT_UNDERFLOW
+
+
+def torchdiffeq_options(backend: str, problem, cfg) -> dict:
+    """torchdiffeq's ``options`` for a solve: the step size of constant steps; the step
     limit, first step and the problem's jump times (``jump_t``) of an adaptive one."""
-    if not method.adaptive:
-        return {"step_size": dt}
-    options = {"max_num_steps": max_steps}
-    if dt is not None:
-        options["first_step"] = dt
+    method = cfg.method
+    if cfg.controller.planned:
+        if method.adaptive:
+            raise ValueError(
+                f"backend {backend!r} runs {method.name!r} adaptively only; for constant steps "
+                "with it use backend='native', or a fixed-step method (rk4, ...)"
+            )
+        if cfg.controller.step_times() is not None:
+            raise ValueError(f"backend {backend!r} takes no StepTo controller; use dt")
+        return {"step_size": cfg.dt}
+    options = {"max_num_steps": cfg.max_steps}
+    if cfg.controller.first_step is not None:
+        options["first_step"] = cfg.controller.first_step
     jumps = problem.jump_times()
     if jumps is not None:
         if jumps.ndim != 1:
@@ -222,7 +297,10 @@ class _AsModule(torch.nn.Module):
         return self.f(t, y)
 
 
-_BACKENDS = {"native": NativeBackend(), "torchdiffeq": TorchdiffeqBackend()}
+_BACKENDS: dict[str, AbstractBackend] = {
+    "native": NativeBackend(),
+    "torchdiffeq": TorchdiffeqBackend(),
+}
 
 
 def register_backend(backend: AbstractBackend) -> None:

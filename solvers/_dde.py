@@ -24,18 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._controller import fixed_schedule
 from ._integrate import (
     Outcome,
     _gather_outputs,
     checkpoint,
-    fixed_schedule,
     initial_step,
     rms_norm,
 )
-from ._methods import ExplicitRungeKutta
 from ._problems import AbstractProblem
 from ._rk import lane_view, rk_step
 from ._solution import Status
+from ._term import DelayTerm, FunctionTerm, broadcast_time
 
 __all__ = ["DDE"]
 
@@ -63,7 +63,9 @@ class DDE(AbstractProblem):
     The continuous adjoint (``adjoint="backsolve"``) is not available for delay equations.
     """
 
-    supports_backsolve = False
+    #: the method of steps keeps its own loops until the history is filled from the one
+    #: loop's dense output (see docs/architecture.md)
+    integrates_itself = True
 
     def __init__(
         self,
@@ -99,6 +101,10 @@ class DDE(AbstractProblem):
         self.f = f
         self._delays = delays
         self.history = history
+        self._terms = DelayTerm(f, delays, history, self._parameters())
+
+    def terms(self) -> DelayTerm:
+        return self._terms
 
     @property
     def delays(self) -> torch.Tensor:
@@ -112,6 +118,9 @@ class DDE(AbstractProblem):
         )
 
     def parameters(self):
+        return self._parameters()
+
+    def _parameters(self):
         params = []
         for obj in (self.f, self.history):
             if isinstance(obj, nn.Module):
@@ -152,7 +161,7 @@ class DDE(AbstractProblem):
                 )
             past.append(value)
         y_delayed = torch.stack(past, dim=1)
-        out = self.f(t0, y0, y_delayed)
+        out = self.f(broadcast_time(t0, y0), y0, y_delayed)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"DDE: f must return a tensor, got {type(out).__name__}")
         if out.shape != y0.shape:
@@ -175,15 +184,12 @@ class DDE(AbstractProblem):
                 f"DDE: method {cfg.method.name!r} has no Runge–Kutta tableau; DDEs are solved "
                 "by the Runge–Kutta methods"
             )
-        if cfg.method.adaptive:
+        if not cfg.controller.planned:
             return _integrate_adaptive(self, cfg, y0, t, f0, checkpoint_every)
         return _integrate_fixed(self, cfg, y0, t, f0, checkpoint_every)
 
     def __repr__(self):
         return f"DDE({self.f!r}, delays={self.delays.tolist()})"
-
-
-ExplicitRungeKutta.accept_problem(DDE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +271,7 @@ class _History:
 
     def field(self, plans):
         """The vector field for ``rk_step``: each call takes the next lookup plan."""
-        f, batch = self.problem.f, self.batch
+        f, _batch = self.problem.f, self.batch
         it = iter(plans)
 
         def field(tt, y):
@@ -277,7 +283,7 @@ class _History:
                 ],
                 dim=1,
             )
-            return (f(tt.expand(batch), y[0], yd),)
+            return (f(broadcast_time(tt, y[0]), y[0], yd),)
 
         return field
 
@@ -445,7 +451,7 @@ def _integrate_adaptive(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outco
     """Adaptive steps per sample, clamped to the smallest delay and stopping on every
     breakpoint ``t0 + Σ n_i τ_i``. Synchronises once per step: the host picks the entries
     that the next step's delayed values fall into."""
-    tab, ctrl = cfg.method.tableau, cfg.method.controller
+    tab, ctrl = cfg.method.tableau, cfg.controller
     lanes, T = t.shape
     dev, dtype = y0.device, y0.dtype
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -469,7 +475,7 @@ def _integrate_adaptive(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outco
     tol = _tolerance(t)
     # The first step: Hairer's heuristic with the delayed values from the history and y0 (the
     # trial step is at most the smallest delay, so it reaches back to t0 at the latest).
-    if cfg.dt is None:
+    if ctrl.first_step is None:
         with torch.no_grad():
 
             def field0(tt, y):
@@ -478,12 +484,13 @@ def _integrate_adaptive(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outco
                     s = tt - tau
                     v = torch.where(lane_view(s < t0, y0), problem.past(s, y0), y0)
                     yd.append(v)
-                return (problem.f(tt, y[0], torch.stack(yd, dim=1)),)
+                return (problem.f(broadcast_time(tt, y[0]), y[0], torch.stack(yd, dim=1)),)
 
             limit = torch.clamp((tend - t0).detach(), max=tau_min)
-            h = initial_step(field0, (y0,), (f0,), t0.detach(), norm, tab.order, limit)
+            term0 = FunctionTerm(field0)
+            h = initial_step(term0, (y0,), (f0,), t0.detach(), norm, tab.order, limit)
     else:
-        h = torch.full_like(t0.detach(), float(cfg.dt))
+        h = torch.full_like(t0.detach(), float(ctrl.first_step))
     h = h.clamp(max=tau_min)
 
     # Host state, advanced only the first time a step runs (a checkpointed segment recomputed

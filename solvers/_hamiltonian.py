@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._integrate import Outcome, _gather_outputs, checkpoint
-from ._methods import ExplicitRungeKutta, register_method
 from ._problems import AbstractProblem
 from ._rk import lane_view
+from ._stepper import AbstractStepper
+from ._term import PartitionedTerm, broadcast_time, module_parameters
 
 __all__ = ["HamiltonianODE", "SplittingScheme", "SymplecticSplitting"]
 
@@ -48,7 +48,7 @@ class HamiltonianODE(AbstractProblem):
 
     Args:
         dp: ``dp(t, q) -> (batch, n)``, minus the gradient of ``H`` in ``q``; ``t`` is a
-            ``(batch,)`` tensor of each sample's current time, ``q`` is ``(batch, n)``.
+            ``(batch, 1)`` tensor of each sample's current time, ``q`` is ``(batch, n)``.
         dq: ``dq(t, p) -> (batch, n)``, the gradient of ``H`` in ``p``.
 
     When a function is an ``nn.Module`` its parameters receive gradients under every adjoint.
@@ -66,6 +66,7 @@ class HamiltonianODE(AbstractProblem):
         self.J: torch.Tensor | None = None
         self._modules: tuple = (dp, dq)
         self._form = "HamiltonianODE(dp, dq)"
+        self._terms = None
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -73,7 +74,8 @@ class HamiltonianODE(AbstractProblem):
     def from_hamiltonian(cls, kinetic: Scalar, potential: Scalar) -> HamiltonianODE:
         """A separable system ``H(t, p, q) = kinetic(t, p) + potential(t, q)``.
 
-        Both functions return one value per sample, shape ``(batch,)``; their gradients are
+        Both functions are called with ``t`` of shape ``(batch,)`` (each sample's time) and
+        return one value per sample, shape ``(batch,)``; their gradients are
         taken with autograd (``dp = -∂V/∂q``, ``dq = ∂T/∂p``), keeping the graph when
         gradients are being recorded, so the direct and checkpoint adjoints differentiate
         through them and the backsolve adjoint takes second derivatives. Plain functions
@@ -87,11 +89,12 @@ class HamiltonianODE(AbstractProblem):
                     f"{name}(t, {'p' if name == 'kinetic' else 'q'}), got {type(fn).__name__}"
                 )
 
+        # T and V return one value per sample: they take each sample's time as (batch,)
         def dp(t, q):
-            return -_gradient(potential, t, q, "potential")
+            return -_gradient(potential, t.reshape(-1), q, "potential")
 
         def dq(t, p):
-            return _gradient(kinetic, t, p, "kinetic")
+            return _gradient(kinetic, t.reshape(-1), p, "kinetic")
 
         self = cls(dp, dq)
         self._modules = (kinetic, potential)
@@ -125,6 +128,7 @@ class HamiltonianODE(AbstractProblem):
         self = cls.__new__(cls)
         self._dp = self._dq = None
         self.grad_H, self.J = grad_H, J
+        self._terms = None
         self._modules = (grad_H,)
         self._form = "HamiltonianODE.from_gradient(grad_H, J)"
         return self
@@ -153,26 +157,21 @@ class HamiltonianODE(AbstractProblem):
                 "separable halves; use vector_field(t, y)"
             )
 
-    def vector_field(self, t, y):
-        """The whole ``dy/dt`` of shape ``(batch, 2n)``, momenta first."""
-        if self.separable:
-            n = y.shape[1] // 2
-            return torch.cat([self._dp(t, y[:, n:]), self._dq(t, y[:, :n])], dim=1)
+    def _full(self, t, y):
         g = self.grad_H(t, y)
         if self.J is None:
             n = y.shape[1] // 2
             return torch.cat([-g[:, n:], g[:, :n]], dim=1)
         return g @ self.J.to(g).T
 
-    def parameters(self):
-        seen, out = set(), []
-        for fn in self._modules:
-            if isinstance(fn, nn.Module):
-                for p in fn.parameters():
-                    if p.requires_grad and id(p) not in seen:
-                        seen.add(id(p))
-                        out.append(p)
-        return tuple(out)
+    def terms(self) -> PartitionedTerm:
+        if self._terms is None:
+            params = module_parameters(*self._modules)
+            if self.separable:
+                self._terms = PartitionedTerm(dp=self._dp, dq=self._dq, params=params)
+            else:
+                self._terms = PartitionedTerm(full=self._full, params=params, form=self._form)
+        return self._terms
 
     def check(self, t0, y0):
         if y0.ndim != 2 or y0.shape[1] % 2 != 0:
@@ -183,8 +182,9 @@ class HamiltonianODE(AbstractProblem):
         n = y0.shape[1] // 2
         if self.separable:
             halves = []
+            tb = broadcast_time(t0, y0)
             for name, fn, x in (("dp", self._dp, y0[:, n:]), ("dq", self._dq, y0[:, :n])):
-                out = fn(t0, x)
+                out = fn(tb, x)
                 if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(
@@ -253,9 +253,6 @@ def _check_skew(J) -> torch.Tensor:
             f"the largest |J + Jᵀ| is {asym:.3g}"
         )
     return J
-
-
-ExplicitRungeKutta.accept_problem(HamiltonianODE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,21 +331,21 @@ class SplittingScheme:
         return max(forces, velocities)
 
 
-class SymplecticSplitting:
+class SymplecticSplitting(AbstractStepper):
     """A fixed-step symplectic method for separable :class:`HamiltonianODE` problems.
 
     Each step is the kick/drift sequence of its :class:`SplittingScheme`; the step map's
     Jacobian ``M`` satisfies ``Mᵀ J M = J``, which bounds the energy error over long times
-    and preserves phase-space volume. Steps follow :func:`~solvers._integrate.fixed_schedule`
-    (per-sample grids, every output on a step); the loop reads nothing back to the host.
-    ``Stats.num_function_evals`` counts one per evaluation of ``dp`` and ``dq`` together.
+    and preserves phase-space volume. It runs with constant steps (per-sample grids, every
+    output on a step) in the one loop. ``Stats.num_function_evals`` counts one per
+    evaluation of ``dp`` and ``dq`` together. With a final kick, the last force of a step is
+    carried into the next.
 
     Args:
         scheme: the coefficients.
     """
 
-    problems: tuple[type[AbstractProblem], ...] = (HamiltonianODE,)
-    adaptive = False
+    term_types = (PartitionedTerm,)
 
     def __init__(self, scheme: SplittingScheme):
         if not isinstance(scheme, SplittingScheme):
@@ -357,91 +354,55 @@ class SymplecticSplitting:
                 f"{type(scheme).__name__}"
             )
         self.scheme = scheme
+        self.name = scheme.name
+        self.order = scheme.order
+        self.evals_per_step = scheme.evaluations
 
-    @property
-    def name(self) -> str:
-        return self.scheme.name
-
-    @property
-    def order(self) -> int:
-        return self.scheme.order
-
-    def accepts(self, problem) -> bool:
-        return isinstance(problem, self.problems)
-
-    def integrate(self, problem, cfg, y0, t, f0, *, checkpoint_every=None) -> Outcome:
-        """Forward solve over a ``(lanes, T)`` grid; ``y0`` is ``(batch, 2n)``."""
-        if not problem.separable:
-            raise ValueError(
+    def reason_to_refuse(self, terms):
+        if not terms.separable:
+            return (
                 f"method {self.name!r} needs the separable form of HamiltonianODE, "
                 "HamiltonianODE(dp, dq) or HamiltonianODE.from_hamiltonian(kinetic, potential); "
-                f"got {problem!r}. Use a Runge–Kutta method such as 'rk4' or 'dopri5' for it"
+                f"got {terms.form}. Use a Runge–Kutta method such as 'rk4' or 'dopri5' for it"
             )
-        sched = cfg.fixed_schedule(t)
-        N = len(sched.ts)
-        if checkpoint_every == "auto":
-            checkpoint_every = max(1, math.isqrt(N))
-        batch, n = y0.shape[0], y0.shape[1] // 2
+        return None
+
+    def init(self, terms, t0, y0, f0):
+        if f0 is None or self.scheme.kicks[0] == 0.0:
+            return None
+        n = y0[0].shape[1] // 2
+        return f0[0][:, :n]
+
+    def step(self, terms, t0, t1, h, y, state, *, control=None, left=None):
         scheme = self.scheme
-        record_at = set(sched.record)
+        y = y[0]
+        n = y.shape[1] // 2
+        p, q, force = y[:, :n], y[:, n:], state
+        tau = 0.0
+        for i, b in enumerate(scheme.kicks):
+            if b != 0.0:
+                if force is None:
+                    force = terms.dp(t0 + tau * h, q)
+                p = p + lane_view(h * b, p) * force
+            if i < len(scheme.drifts):
+                a = scheme.drifts[i]
+                if a != 0.0:
+                    q = q + lane_view(h * a, q) * terms.dq(t0 + (tau + a / 2) * h, p)
+                    force = None
+                tau += a
+        # with a final kick, `force` is dp at the end of the step: the next step's first
+        return (torch.cat([p, q], dim=1),), None, None, (force if scheme.fsal else None)
 
-        def step(tk, h, p, q, force):
-            """One step; ``force`` is ``dp`` at ``(tk, q)`` when already known."""
-            tau = 0.0
-            for i, b in enumerate(scheme.kicks):
-                if b != 0.0:
-                    if force is None:
-                        force = problem.dp((tk + tau * h).expand(batch), q)
-                    p = p + lane_view(h * b, p) * force
-                if i < len(scheme.drifts):
-                    a = scheme.drifts[i]
-                    if a != 0.0:
-                        tm = (tk + (tau + a / 2) * h).expand(batch)
-                        q = q + lane_view(h * a, q) * problem.dq(tm, p)
-                        force = None
-                    tau += a
-            # with a final kick, `force` is dp at the end of the step: the next step's first
-            return p, q, force if scheme.fsal else None
-
-        def run(start, stop, p, q, force):
-            kept = []
-            for k in range(start, stop):
-                p, q, force = step(sched.ts[k], sched.hs[k], p, q, force)
-                if k + 1 in record_at:
-                    kept.append(torch.cat([p, q], dim=1))
-            return p, q, force, kept
-
-        first = f0[:, :n] if (f0 is not None and scheme.kicks[0] != 0.0) else None
-        p, q = y0[:, :n], y0[:, n:]
-        records = [(y0,)] if 0 in record_at else []
-        if checkpoint_every is None or N == 0:
-            p, q, _, kept = run(0, N, p, q, first)
-            records += [(y,) for y in kept]
-        else:
-            for start in range(0, N, checkpoint_every):
-                stop = min(start + checkpoint_every, N)
-                force = first if start == 0 else None
-
-                def segment(p_, q_, start=start, stop=stop, force=force):
-                    p_, q_, _, kept = run(start, stop, p_, q_, force)
-                    return (p_, q_, *kept)
-
-                p, q, *kept = checkpoint(segment, p, q)
-                records += [(y,) for y in kept]
-        ys = _gather_outputs(records, sched.gather, sched.unreached, batch)
-        final = (torch.cat([p, q], dim=1),)
-        counts = sched.n_steps.clone()
-        nfe = N * scheme.evaluations
-        if scheme.fsal and N > 0:  # each segment evaluates its first force, unless given f0
-            segments = 1 if checkpoint_every is None else -(-N // checkpoint_every)
-            nfe += segments - (first is not None)
-        return Outcome(ys, final, sched.status.clone(), counts, torch.zeros_like(counts), nfe)
+    def evals(self, n_steps, state_given):
+        if n_steps == 0:
+            return 0
+        return n_steps * self.scheme.evaluations + (self.scheme.fsal and not state_given)
 
     def __repr__(self):
         return f"SymplecticSplitting({self.name!r}, order={self.order}, fixed-step, symplectic)"
 
 
-def _register() -> None:
+def register_splittings(register_method) -> None:
     # The schemes import SplittingScheme from this module, so they are imported after it exists.
     from ._methods.leapfrog import LEAPFROG
     from ._methods.semi_implicit_euler import (
@@ -452,6 +413,3 @@ def _register() -> None:
 
     for scheme in (SEMI_IMPLICIT_EULER, SEMI_IMPLICIT_EULER_DRIFT_FIRST, LEAPFROG, YOSHIDA4):
         register_method(SymplecticSplitting(scheme))
-
-
-_register()

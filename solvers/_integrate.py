@@ -1,28 +1,42 @@
-"""The integration loops: a fixed-step schedule and an adaptive loop with dense output.
+"""The loop: one integration loop for every problem, method and adjoint.
 
-Both work over tuples of state tensors and over lanes (see ``_rk``). The forward solve uses
-one lane per sample; the backsolve adjoint's augmented system uses a single lane.
+:func:`integrate` drives a stepper (``_stepper``) over terms (``_term``) with a step-size
+controller (``_controller``), records the outputs, lands on jump times and keeps a status per
+sample. Two ways through it, chosen by the controller:
+
+* planned (``ConstantStepSize``, ``StepTo``): every step is known before the loop, which reads
+  nothing back to the host (it can be compiled or captured in a CUDA graph); outputs lie on
+  steps;
+* adaptive (``PIDController``): each lane (sample) has its own step size and accept/reject
+  decision; outputs inside a step come from the stepper's dense output; the loop reads one
+  small tensor back per step.
+
+Checkpointing (``CheckpointAdjoint``) is written once, here: a segment of steps of either
+kind is recomputed in the backward pass. The adjoints (``_adjoint``) wrap this loop; the
+continuous adjoint solves its own term backwards with it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
-from ._controller import PIDController
-from ._rk import State, dense, lane_view, rk_step
+from ._controller import FixedSchedule
+from ._rk import State, lane_view
 from ._solution import Status
-from ._tableau import ButcherTableau
 
 # Samples whose error norm is NaN or infinite this many times in a row are marked NONFINITE.
 _MAX_NONFINITE_REJECTIONS = 10
+# Steps whose controls (Brownian increments) are drawn in one vectorised query.
+_CHUNK = 64
 
 
 @dataclass
 class Outcome:
-    """What an integration loop returns (before shaping into a Solution)."""
+    """What the loop returns (before shaping into a Solution)."""
 
     ys: State  # each component (batch, T, *state)
     final: State
@@ -30,6 +44,8 @@ class Outcome:
     n_accepted: torch.Tensor
     n_rejected: torch.Tensor
     nfe: int
+    records: list | None = None  # planned loop: the kept states, in step order
+    final_state: object = None  # the stepper's state after the last step
 
 
 def checkpoint(fn, *args):
@@ -59,213 +75,175 @@ def vjp(outputs, inputs, grads) -> list[torch.Tensor]:
     return [torch.zeros_like(x) if g is None else g for g, x in zip(got, inputs)]
 
 
-def forward_field(problem, batch: int):
-    """Wrap ``problem.vector_field`` for the integrators: tuple state, per-lane time."""
+def integrate(
+    stepper,
+    terms,
+    y0: State,
+    t: torch.Tensor,
+    controller,
+    *,
+    f0: State | None = None,
+    schedule: FixedSchedule | None = None,
+    controls=None,
+    norm=None,
+    max_steps: int = 10_000,
+    record: bool = True,
+    checkpoint_every: int | str | None = None,
+    jumps: torch.Tensor | None = None,
+) -> Outcome:
+    """Integrate ``terms`` from ``y0`` over the ``(lanes, T)`` grid ``t`` with ``stepper``.
 
-    def field(t, y):
-        return (problem.vector_field(t.expand(batch), y[0]),)
-
-    return field
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixed step
-
-
-@dataclass
-class FixedSchedule:
-    """Every step of a fixed-step solve, computed before the loop.
-
-    Each interval between consecutive output times is split into ``ceil(Δ/dt)`` equal
-    steps, per lane; lanes that finish early take steps of size zero.
+    Args:
+        stepper: an :class:`~solvers._stepper.AbstractStepper`.
+        terms: what the stepper accepts.
+        y0: the initial state, a tuple of ``(batch, ...)`` tensors.
+        t: output times per lane, ``(lanes, T)``; one lane, or one per sample.
+        controller: a step-size controller; a planned one takes its steps from ``schedule``.
+        f0: ``dy/dt`` at ``(t0, y0)`` when known (saves an evaluation).
+        schedule: the planned steps (``FixedSchedule``) for a planned controller.
+        controls: for SDE steppers, an object whose ``increments(start, stop)`` gives the
+            Brownian increments of steps ``start … stop-1``.
+        norm: ``norm(error, y0, y1) -> (lanes,)`` for an adaptive controller.
+        max_steps: most (attempted) steps per lane.
+        record: keep the outputs (the continuous adjoint's backward solve needs the end only).
+        checkpoint_every: steps per checkpointed segment; ``"auto"``: ``⌈√N⌉``.
+        jumps: jump times, ``(J,)`` or ``(lanes, J)``, that adaptive steps land on.
     """
-
-    ts: tuple[torch.Tensor, ...]  # N entries of shape (lanes,)
-    hs: tuple[torch.Tensor, ...]
-    record: list[int]  # step counts after which a state is kept (0: the initial state)
-    gather: torch.Tensor | None  # (lanes, T) positions into `record`; None: identity
-    unreached: torch.Tensor | None  # (lanes, T) outputs past max_steps
-    status: torch.Tensor  # (lanes,)
-    n_steps: torch.Tensor  # (lanes,) steps each lane actually takes
-    # N entries (lanes,): where each step ends, exactly the next output time for the last
-    # step of an interval (t + h may round past it)
-    t_ends: tuple[torch.Tensor, ...] = ()
-
-
-def refine_grid(t: torch.Tensor, jumps: torch.Tensor | None):
-    """Output times and jump times on one grid, for loops that step from grid point to grid
-    point (fixed steps, the backward solve of the continuous adjoint).
-
-    Returns ``(grid, positions)``, or ``None`` when no jump lies strictly between two output
-    times. ``grid`` is ``(T',)`` when ``t`` and ``jumps`` are shared by the batch and
-    ``(lanes, T')`` otherwise; it keeps the graph of ``t``. ``positions`` (``(1, T)`` or
-    ``(lanes, T)``) says where each output time lies in it. Lanes with fewer jumps are padded
-    at the end with repeats of their last time (intervals of length zero). Reads one number
-    back to the host (how many jumps a lane has at most).
-    """
-    if jumps is None:
-        return None
-    td = t.detach()
-    jd = jumps.detach().to(device=t.device, dtype=t.dtype)
-    shared = td.ndim == 1 and jd.ndim == 1
-    lanes = td.shape[0] if td.ndim == 2 else (jd.shape[0] if jd.ndim == 2 else 1)
-    t2 = t if t.ndim == 2 else t.expand(lanes, -1)
-    td2, jd2 = t2.detach().contiguous(), jd.expand(lanes, -1).contiguous()
-    T = td2.shape[1]
-    at = torch.searchsorted(td2, jd2).clamp(max=T - 1)
-    inside = (jd2 > td2[:, :1]) & (jd2 < td2[:, -1:]) & (td2.gather(1, at) != jd2)
-    inside[:, 1:] &= jd2[:, 1:] != jd2[:, :-1]  # each jump once
-    K = int(inside.sum(1).max())
-    if K == 0:
-        return None
-    extra = torch.where(inside, jd2, torch.full_like(jd2, float("inf"))).sort(dim=1).values
-    extra = extra[:, :K]
-    extra = torch.where(torch.isinf(extra), td2[:, -1:], extra)
-    # a stable sort keeps each output time before the padding that repeats it
-    grid, order = torch.cat([t2, extra], dim=1).sort(dim=1, stable=True)
-    positions = torch.empty_like(order)
-    positions.scatter_(1, order, torch.arange(T + K, device=t.device).expand(lanes, -1))
-    return (grid[0] if shared else grid), positions[:, :T]
-
-
-def steps_per_interval(t: torch.Tensor, dt: float) -> torch.Tensor:
-    """``ceil(Δ/dt)`` per interval of the ``(lanes, T)`` grid, tolerant to round-off.
-
-    An interval longer than a multiple of ``dt`` by no more than the round-off of the times
-    themselves (a few ulps of ``|t|``) does not get an extra step.
-    """
-    td = t.detach()
-    eps = torch.finfo(td.dtype).eps
-    slack = 16 * eps * (td[:, 1:].abs() + td[:, :-1].abs()) / dt + 1e-9
-    return torch.ceil(td.diff(dim=1) / dt - slack).clamp_min(1).long()
-
-
-def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
-    """Build the schedule for a ``(lanes, T)`` grid."""
-    lanes, T = t.shape
-    status = torch.full((lanes,), int(Status.SUCCESS), dtype=torch.long, device=t.device)
-    if T == 1:
-        return FixedSchedule((), (), [0], None, None, status, torch.zeros_like(status))
-    delta = t.diff(dim=1)
-    n = steps_per_interval(t, dt)
-    cum = n.cumsum(1)
-    total = cum[:, -1]
-    N = int(total.max())  # the one host read, before the loop
-    status = torch.where(total > max_steps, int(Status.MAX_STEPS), status)
-    N = min(N, max_steps)
-    k = torch.arange(N, device=t.device).expand(lanes, N)
-    iv = torch.searchsorted(cum, k.contiguous(), right=True)
-    past_end = iv >= T - 1
-    ivc = iv.clamp(max=T - 2)
-    n_iv = n.gather(1, ivc)
-    start = cum.gather(1, ivc) - n_iv
-    h = delta.gather(1, ivc) / n_iv
-    ts = t.gather(1, ivc) + (k - start) * h
-    last_of_interval = (k - start + 1) == n_iv
-    te = torch.where(last_of_interval, t.gather(1, ivc + 1), ts + h)
-    ts = torch.where(past_end, t[:, -1:], ts)
-    te = torch.where(past_end, t[:, -1:], te)
-    h = torch.where(past_end, torch.zeros_like(h), h)
-    out_step = torch.cat([torch.zeros_like(cum[:, :1]), cum], dim=1)  # (lanes, T)
-    unreached = out_step > N
-    out_step = out_step.clamp(max=N)
-    if lanes == 1 and N == int(total[0]):
-        record, gather = out_step[0].tolist(), None
-    else:
-        steps = torch.unique(out_step)
-        record, gather = steps.tolist(), torch.searchsorted(steps, out_step)
-    return FixedSchedule(
-        ts.T.unbind(0),
-        h.T.unbind(0),
-        record,
-        gather,
-        unreached if bool(unreached.any()) else None,
-        status,
-        total.clamp(max=max_steps),
-        te.T.unbind(0),
+    if controller.planned:
+        return _planned(stepper, terms, y0, f0, schedule, controls, checkpoint_every, t, record)
+    return _adaptive(
+        stepper, terms, controller, y0, f0, t, norm, max_steps, record, checkpoint_every, jumps
     )
 
 
-def _gather_outputs(records: list[State], gather, unreached, batch: int) -> State:
-    """Assemble ``(batch, T, *state)`` outputs from kept states and per-lane positions."""
-    out = []
-    for c in range(len(records[0])):
-        stacked = torch.stack([r[c] for r in records], dim=1)  # (batch, R, *state)
-        if gather is not None:
-            idx = gather.reshape(gather.shape + (1,) * (stacked.ndim - 2))
-            stacked = stacked.gather(1, idx.expand(batch, -1, *stacked.shape[2:]))
-        if unreached is not None:
-            mask = unreached.expand(batch, -1)
-            mask = mask.reshape(mask.shape + (1,) * (stacked.ndim - 2))
-            stacked = stacked.masked_fill(mask.expand_as(stacked), float("nan"))
-        out.append(stacked)
+# ---------------------------------------------------------------------------------------------
+# Carry: what passes from step to step, flattened for torch.utils.checkpoint
+
+
+def _flatten(tree) -> tuple[tuple, object]:
+    """Flatten nested tuples/dicts of tensors (and ``None``) into a tuple of tensors and a
+    spec to rebuild them."""
+    if tree is None:
+        return (), None
+    if isinstance(tree, torch.Tensor):
+        return (tree,), "T"
+    if isinstance(tree, dict):
+        leaves, specs = (), []
+        for k, v in tree.items():
+            lv, sp = _flatten(v)
+            leaves += lv
+            specs.append((k, sp, len(lv)))
+        return leaves, ("D", specs)
+    leaves, specs = (), []
+    for v in tree:
+        lv, sp = _flatten(v)
+        leaves += lv
+        specs.append((sp, len(lv)))
+    return leaves, ("L", specs)
+
+
+def _unflatten(spec, leaves):
+    if spec is None:
+        return None
+    if spec == "T":
+        return leaves[0]
+    kind, specs = spec
+    out, i = [], 0
+    for entry in specs:
+        sp, n = entry[-2], entry[-1]
+        out.append(_unflatten(sp, leaves[i : i + n]))
+        i += n
+    if kind == "D":
+        return {entry[0]: v for entry, v in zip(specs, out)}
     return tuple(out)
 
 
-def integrate_fixed(
-    field,
-    tab: ButcherTableau,
-    y0: State,
-    f0: State | None,
-    sched: FixedSchedule,
-    *,
-    checkpoint_every: int | None = None,
-) -> Outcome:
-    """Run a fixed-step schedule. No host synchronisation happens inside the loop."""
-    record_at = set(sched.record)
-    N = len(sched.ts)
+def _segmented(run, carry, n_steps: int | None, every: int):
+    """Run ``run(carry, start, stop) -> (carry, records, info)`` in checkpointed segments of
+    ``every`` steps: each segment is recomputed in the backward pass. ``n_steps`` is the
+    planned number of steps, or ``None`` when the loop ends when ``info["done"]``."""
+    records, start = [], 0
+    while True:
+        stop = start + every if n_steps is None else min(start + every, n_steps)
+        if n_steps is not None and start >= n_steps:
+            break
+        leaves, spec = _flatten(carry)
+        info: dict = {}
 
-    def run(start: int, stop: int, k1, *y):
-        kept = []
-        for k in range(start, stop):
-            if k1 is None:
-                k1 = field(sched.ts[k], y)
-            y, _, _ = rk_step(field, tab, sched.ts[k], y, sched.hs[k], k1, t1=sched.t_ends[k])
-            k1 = None
-            if k + 1 in record_at:
-                kept.append(y)
-        return y, kept
+        def segment(*leaves_, start=start, stop=stop, spec=spec, info=info):
+            c, recs, inf = run(_unflatten(spec, leaves_), start, stop)
+            out_leaves, out_spec = _flatten(c)
+            rec_leaves, rec_spec = _flatten(recs)
+            info.update(inf, n_carry=len(out_leaves), spec=out_spec, rec_spec=rec_spec)
+            return (*out_leaves, *rec_leaves)
 
-    records = [y0] if 0 in record_at else []
-    y = y0
-    if checkpoint_every is None or N == 0:
-        y, kept = run(0, N, f0, *y0)
-        records += kept
-    else:
-        for start in range(0, N, checkpoint_every):
-            stop = min(start + checkpoint_every, N)
-            k1 = f0 if start == 0 else None
+        flat = checkpoint(segment, *leaves)
+        n = info["n_carry"]
+        carry = _unflatten(info["spec"], flat[:n])
+        records += list(_unflatten(info["rec_spec"], flat[n:]) or ())
+        start = stop
+        if n_steps is None and info.get("done"):
+            break
+    return carry, records
 
-            def segment(*y_, start=start, stop=stop, k1=k1):
-                y_end, kept = run(start, stop, k1, *y_)
-                return (*y_end, *[c for s in kept for c in s])
 
-            flat = checkpoint(segment, *y)
-            m = len(y0)
-            y = tuple(flat[:m])
-            records += [tuple(flat[i : i + m]) for i in range(m, len(flat), m)]
-    ys = _gather_outputs(records, sched.gather, sched.unreached, y0[0].shape[0])
-    nfe = N * tab.stages + (f0 is None)
-    counts = sched.n_steps.clone()
-    return Outcome(ys, y, sched.status.clone(), counts, torch.zeros_like(counts), nfe)
+def _select(mask: torch.Tensor, new, old):
+    """``new`` where ``mask`` (``(lanes,)``), else ``old``, through tuples; a ``None`` new
+    state (nothing carried) stays ``None``."""
+    if new is None:
+        return None
+    if isinstance(new, torch.Tensor):
+        return torch.where(lane_view(mask, new), new, old)
+    return tuple(_select(mask, n, o) for n, o in zip(new, old))
 
 
 # ---------------------------------------------------------------------------------------------
-# Adaptive
+# Planned steps
 
 
-def rms_norm(err: State, y0: State, y1: State, rtol: float, atol: float) -> torch.Tensor:
-    """Per-sample root-mean-square of ``err / (atol + rtol max(|y0|, |y1|))``: ``(batch,)``."""
-    total, count = 0, 0
-    for e, a, b in zip(err, y0, y1):
-        scale = atol + rtol * torch.maximum(a.abs(), b.abs())
-        r = (e / scale).flatten(1)
-        total = total + (r * r).sum(1)
-        count += r.shape[1]
-    return (total / count).sqrt()
+def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_every, t, record):
+    """Every step from the schedule; no host synchronisation inside the loop."""
+    record_at = set(sched.record) if record else set()
+    N = len(sched.ts)
+    t0 = t[:, 0]
+    state0 = stepper.init(terms, t0, y0, f0)
+
+    def run(carry, start, stop):
+        y, state = carry
+        kept = []
+        for c0 in range(start, stop, _CHUNK):
+            c1 = min(c0 + _CHUNK, stop)
+            dws = controls.increments(c0, c1) if controls is not None else (None,) * (c1 - c0)
+            for k, dw in zip(range(c0, c1), dws):
+                y, _, _, state = stepper.step(
+                    terms, sched.ts[k], sched.t_ends[k], sched.hs[k], y, state, control=dw
+                )
+                if k + 1 in record_at:
+                    kept.append(y)
+        return (y, state), tuple(kept), {}
+
+    records = [y0] if 0 in record_at else []
+    if checkpoint_every == "auto":
+        checkpoint_every = max(1, math.isqrt(N))
+    if checkpoint_every is None or N == 0:
+        (y, state), kept, _ = run((y0, state0), 0, N)
+        records += list(kept)
+    else:
+        (y, state), kept = _segmented(run, (y0, state0), N, checkpoint_every)
+        records += list(kept)
+    ys = _gather_outputs(records, sched.gather, sched.unreached, y0[0].shape[0]) if record else ()
+    nfe = stepper.evals(N, state0 is not None)
+    counts = sched.n_steps.clone()
+    return Outcome(
+        ys, y, sched.status.clone(), counts, torch.zeros_like(counts), nfe, records, state
+    )
 
 
-def initial_step(field, y0: State, f0: State, t0, norm, order: int, span):
+# ---------------------------------------------------------------------------------------------
+# Adaptive steps
+
+
+def initial_step(terms, y0: State, f0: State, t0, norm, order: int, span):
     """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, II.4), per lane."""
     zeros = tuple(torch.zeros_like(y) for y in y0)
     d0 = norm(y0, y0, zeros)
@@ -273,7 +251,7 @@ def initial_step(field, y0: State, f0: State, t0, norm, order: int, span):
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
     h0 = torch.minimum(h0, span)
     y1 = tuple(y + lane_view(h0, y) * f for y, f in zip(y0, f0))
-    f1 = field(t0 + h0, y1)
+    f1 = terms.derivative(t0 + h0, y1)
     d2 = norm(tuple(b - a for a, b in zip(f0, f1)), y0, zeros) / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(
@@ -284,34 +262,20 @@ def initial_step(field, y0: State, f0: State, t0, norm, order: int, span):
     return torch.minimum(torch.minimum(100 * h0, h1), span).nan_to_num(1e-6)
 
 
-def integrate_adaptive(
-    field,
-    tab: ButcherTableau,
-    controller: PIDController,
-    y0: State,
-    f0: State,
-    t: torch.Tensor,
-    norm,
-    *,
-    max_steps: int,
-    h0: float | None = None,
-    record: bool = True,
-    checkpoint_every: int | None = None,
-    jumps: torch.Tensor | None = None,
-) -> Outcome:
-    """Adaptive solve over a ``(lanes, T)`` grid, each lane with its own step size.
+def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, every, jumps):
+    """Each lane with its own step size, accept/reject decision and status.
 
-    Outputs inside a step come from the method's interpolant. The loop reads one small
-    tensor back to the host per step (how many outputs the step passed, whether all lanes
-    are done, and whether a lane stepped onto a jump).
+    Outputs inside a step come from the stepper's interpolant. The loop reads one small tensor
+    back to the host per step (how many outputs the step passed, whether all lanes are done,
+    and whether a lane stepped onto a jump).
 
-    ``jumps`` (``(J,)`` or ``(lanes, J)``, sorted per lane) are times where the vector field
-    is not smooth in ``t`` (the knots of a CDE's control path). No step crosses one: a step
-    that would is shortened to end on it, its stages at the end see the field's left limit,
-    the next step starts with the field's value at the jump itself, and its size is the one
-    the controller proposed before the shortening (as OrdinaryDiffEq.jl does at its
-    ``tstops``). An error estimate over a step that straddles a kink is meaningless, so
-    without this a solve can miss its tolerance by orders of magnitude.
+    ``jumps`` (``(J,)`` or ``(lanes, J)``, sorted per lane) are times where the terms are not
+    smooth in ``t`` (the knots of a CDE's control path). No step crosses one: a step that
+    would is shortened to end on it, its stages at the end see the left limit, the next step
+    starts from the value at the jump itself, and its size is the one the controller proposed
+    before the shortening (as OrdinaryDiffEq.jl does at its ``tstops``). An error estimate
+    over a step that straddles a kink is meaningless, so without this a solve can miss its
+    tolerance by orders of magnitude.
     """
     lanes, T = t.shape
     dev = t.device
@@ -325,37 +289,42 @@ def integrate_adaptive(
             )
         if jumps.shape[1] == 0:
             jumps = None
-    k_order = tab.error_order + 1
+    k_order = stepper.error_order + 1
     # Times keep their graph (gradients with respect to t); step sizes are constants.
     t0, tend = t[:, 0], t[:, -1]
     tgrid = t.detach().contiguous()
-    if h0 is None:
+    nfe = 0
+    if f0 is None:
+        f0 = terms.derivative(t0, y0)
+        nfe += 1
+    if controller.first_step is None:
         with torch.no_grad():
-            h = initial_step(field, y0, f0, t0.detach(), norm, tab.order, (tend - t0).detach())
+            h = initial_step(terms, y0, f0, t0.detach(), norm, stepper.order, (tend - t0).detach())
+        nfe += 1  # the starting-step heuristic evaluates the terms once
     else:
-        h = torch.full_like(t0.detach(), float(h0))
+        h = torch.full_like(t0.detach(), float(controller.first_step))
     long = dict(dtype=torch.long, device=dev)
+    with torch.no_grad():
+        start_bad = ~_finite(y0, lanes)
     carry = dict(
         y=y0,
-        k1=f0,
+        state=stepper.init(terms, t0, y0, f0),
         tcur=t0,
         h=h,
         idx=torch.ones(lanes, **long),
         n_acc=torch.zeros(lanes, **long),
         n_rej=torch.zeros(lanes, **long),
         n_bad=torch.zeros(lanes, **long),
-        status=torch.zeros(lanes, **long),
+        status=torch.where(start_bad, int(Status.NONFINITE), torch.zeros(lanes, **long)),
         prev1=torch.ones_like(h),
         prev2=torch.ones_like(h),
-        done=torch.full((lanes,), T == 1, dtype=torch.bool, device=dev),
+        done=(torch.full((lanes,), T == 1, dtype=torch.bool, device=dev) | start_bad),
     )
     eps = torch.finfo(t0.dtype).eps
-    stage_evals = tab.stages - 1 if tab.fsal else tab.stages
-    nfe = 1 if h0 is None else 0  # the starting-step heuristic evaluates the field once
 
     def step(c):
-        """One attempted step for every lane; returns the new carry, events, whether every
-        lane is done, and how many evaluations of the field it made beyond the stages."""
+        """One attempted step for every lane; returns the new carry, the outputs it passed,
+        whether every lane is done, and the evaluations it made."""
         active = ~c["done"]
         remaining = tend - c["tcur"]
         hit = c["h"] >= remaining.detach()
@@ -363,8 +332,6 @@ def integrate_adaptive(
         if jumps is None:
             jump = None
             hstep = torch.where(hit, remaining, c["h"])
-            hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
-            y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"])
             t1 = torch.where(hit, tend, tcur + hstep)
         else:
             nxt, to_jump = _next_jump(jumps, tcur.detach())
@@ -372,9 +339,11 @@ def integrate_adaptive(
             jump = (to_jump < remaining.detach()) & (c["h"] >= to_jump)
             hit = hit & ~jump
             hstep = torch.where(hit, remaining, torch.where(jump, to_jump, c["h"]))
-            hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
             t1 = torch.where(hit, tend, torch.where(jump, nxt, tcur + hstep))
-            y1, err, ks = rk_step(field, tab, tcur, y, hstep, c["k1"], t1=t1, left=jump)
+        hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
+        t1 = torch.where(active, t1, tcur)
+        y1, err, dense_info, state1 = stepper.step(terms, tcur, t1, hstep, y, c["state"], left=jump)
+        evals = stepper.evals(1, c["state"] is not None)
         with torch.no_grad():
             en = norm(
                 tuple(e.detach() for e in err),
@@ -395,17 +364,20 @@ def integrate_adaptive(
             reached = accept & hit
             n_out = torch.zeros_like(c["idx"])
             if record:
-                passed = torch.searchsorted(tgrid, t1[:, None].contiguous(), right=True)[:, 0]
-                n_out = torch.where(accept, passed - c["idx"], n_out)
+                passed = torch.searchsorted(tgrid, t1[:, None].detach().contiguous(), right=True)
+                n_out = torch.where(accept, passed[:, 0] - c["idx"], n_out)
             n_acc = c["n_acc"] + accept
             n_rej = c["n_rej"] + (active & ~accept)
             n_bad = torch.where(active & ~finite, c["n_bad"] + 1, torch.zeros_like(c["n_bad"]))
             status = c["status"]
             tiny = 4 * eps * torch.maximum(tcur.detach().abs(), tend.detach().abs()).clamp_min(1.0)
             failing = active & ~reached
-            status = torch.where(
-                failing & (n_bad >= _MAX_NONFINITE_REJECTIONS), int(Status.NONFINITE), status
+            # a step size driven down by non-finite values is a non-finite failure, not a
+            # stiff problem
+            nonfinite = (
+                failing & (n_bad > 0) & ((n_bad >= _MAX_NONFINITE_REJECTIONS) | (h_new < tiny))
             )
+            status = torch.where(nonfinite, int(Status.NONFINITE), status)
             status = torch.where(
                 failing & (status == 0) & (h_new < tiny), int(Status.DT_UNDERFLOW), status
             )
@@ -415,7 +387,7 @@ def integrate_adaptive(
                 status,
             )
             done = c["done"] | reached | (status != 0)
-        events = []
+        outputs = []
         # the step's one read back to the host
         info = torch.stack([n_out.max(), done.all().long(), jumped.any().long()]).tolist()
         all_done, any_jump = bool(info[1]), bool(info[2])
@@ -427,29 +399,18 @@ def integrate_adaptive(
                 theta = torch.where(
                     hstep > 0, (tq - tcur) / hstep.clamp_min(eps), torch.ones_like(tq)
                 )
-                yq = dense(tab, y, hstep, ks, theta)
+                yq = stepper.interpolate(dense_info, theta)
                 at_end = tq >= t1
                 yq = tuple(torch.where(lane_view(at_end, a), b, a) for a, b in zip(yq, y1))
-                events.append((yq, j, valid))
-        acc = lambda new, old: tuple(  # noqa: E731
-            torch.where(lane_view(accept, o), n, o) for n, o in zip(new, old)
-        )
-        extra = 0
-        if not tab.fsal:
-            k1_next = field(t1, y1)
-        elif any_jump:
+                outputs.append((yq, j, valid))
+        if any_jump:
             # the last stage saw the left limit at the jump; the next step starts from the
-            # field's value at the jump (paths are right-continuous)
-            at_jump = field(t1, y1)
-            k1_next = tuple(
-                torch.where(lane_view(jumped, a), b, a) for a, b in zip(ks[-1], at_jump)
-            )
-            extra = 1
-        else:
-            k1_next = ks[-1]
+            # value at the jump (paths are right-continuous)
+            state1 = stepper.restart(terms, t1, y1, state1, jumped)
+            evals += state1 is not None
         new = dict(
-            y=acc(y1, y),
-            k1=acc(k1_next, c["k1"]),
+            y=_select(accept, y1, y),
+            state=_select(accept, state1, c["state"]),
             tcur=torch.where(accept, t1, tcur),
             h=h_new,
             idx=c["idx"] + n_out,
@@ -461,48 +422,78 @@ def integrate_adaptive(
             prev2=torch.where(accept, c["prev1"], c["prev2"]),
             done=done,
         )
-        return new, events, all_done, extra
+        return new, outputs, all_done, int(evals)
 
-    events: list = []
-    all_done = T == 1
-    m = len(y0)
-    keys = list(carry)
-    while not all_done:
-        if checkpoint_every is None:
-            carry, ev, all_done, extra = step(carry)
-            events += ev
-            nfe += stage_evals + (not tab.fsal) + extra
-            continue
+    all_done = bool(carry["done"].all())
+    outputs: list = []
+    if every is None:
+        while not all_done:
+            carry, out, all_done, evals = step(carry)
+            outputs += out
+            nfe += evals
+    else:
         # A segment of steps is recomputed in the backward pass; step sizes are computed
         # from detached values, so the recomputation takes exactly the same steps.
-        seg_info = {}
+        counted = {"nfe": 0}
 
-        def segment(*flat, seg_info=seg_info):
-            c = _unflatten(keys, flat, m)
-            evs, done_, taken, extra = [], False, 0, 0
-            while not done_ and taken < checkpoint_every:
-                c, ev, done_, x = step(c)
-                evs += ev
-                taken += 1
-                extra += x
-            seg_info.update(n_events=len(evs), done=done_, taken=taken, extra=extra)
-            out = _flatten(c)
-            for yq, j, valid in evs:
-                out += (*yq, j, valid)
-            return out
+        def run(c, start, stop, counted=counted):
+            recs, done_, evals = [], all_done, 0
+            for _ in range(start, stop):
+                if done_:
+                    break
+                c, out, done_, e = step(c)
+                recs += [(*yq, j, v) for yq, j, v in out]
+                evals += e
+            counted["nfe"] += evals  # read after the forward pass, before any recomputation
+            return c, tuple(recs), {"done": done_}
 
-        flat = checkpoint(segment, *_flatten(carry))
-        n_carry = len(_flatten(carry))
-        carry = _unflatten(keys, flat[:n_carry], m)
-        rest = flat[n_carry:]
-        for e in range(seg_info["n_events"]):
-            chunk = rest[e * (m + 2) : (e + 1) * (m + 2)]
-            events.append((tuple(chunk[:m]), chunk[m], chunk[m + 1]))
-        all_done = seg_info["done"]
-        nfe += seg_info["taken"] * (stage_evals + (not tab.fsal)) + seg_info["extra"]
+        if not all_done:
+            carry, recs = _segmented(run, carry, None, every)
+            m = len(y0)
+            outputs = [(tuple(r[:m]), r[m], r[m + 1]) for r in recs]
+        nfe += counted["nfe"]
 
-    ys = _assemble_events(y0, events, lanes, T) if record else ()
-    return Outcome(ys, carry["y"], carry["status"], carry["n_acc"], carry["n_rej"], nfe)
+    ys = _assemble_events(y0, outputs, lanes, T) if record else ()
+    n_acc, n_rej = carry["n_acc"], carry["n_rej"]
+    return Outcome(ys, carry["y"], carry["status"], n_acc, n_rej, nfe, final_state=carry["state"])
+
+
+def _finite(y: State, lanes: int) -> torch.Tensor:
+    """``(lanes,)``: whether each lane's state is finite (one lane: the whole state)."""
+    if lanes == 1:
+        return torch.stack([torch.isfinite(a.detach()).all() for a in y]).all().reshape(1)
+    ok = None
+    for a in y:
+        f = torch.isfinite(a.detach()).flatten(1).all(1)
+        ok = f if ok is None else ok & f
+    return ok
+
+
+def _gather_outputs(records: list[State], gather, unreached, batch: int) -> State:
+    """Assemble ``(batch, T, *state)`` outputs from kept states and per-lane positions."""
+    out = []
+    for c in range(len(records[0])):
+        stacked = torch.stack([r[c] for r in records], dim=1)  # (batch, R, *state)
+        if gather is not None:
+            idx = gather.reshape(gather.shape + (1,) * (stacked.ndim - 2))
+            stacked = stacked.gather(1, idx.expand(batch, -1, *stacked.shape[2:]))
+        if unreached is not None:
+            mask = unreached.expand(batch, -1)
+            mask = mask.reshape(mask.shape + (1,) * (stacked.ndim - 2))
+            stacked = stacked.masked_fill(mask.expand_as(stacked), float("nan"))
+        out.append(stacked)
+    return tuple(out)
+
+
+def rms_norm(err: State, y0: State, y1: State, rtol: float, atol: float) -> torch.Tensor:
+    """Per-sample root-mean-square of ``err / (atol + rtol max(|y0|, |y1|))``: ``(batch,)``."""
+    total, count = 0, 0
+    for e, a, b in zip(err, y0, y1):
+        scale = atol + rtol * torch.maximum(a.abs(), b.abs())
+        r = (e / scale).flatten(1)
+        total = total + (r * r).sum(1)
+        count += r.shape[1]
+    return (total / count).sqrt()
 
 
 def _next_jump(jumps: torch.Tensor, tcur: torch.Tensor):
@@ -514,25 +505,6 @@ def _next_jump(jumps: torch.Tensor, tcur: torch.Tensor):
     nxt = jumps.gather(1, pos.clamp(max=J - 1)[:, None])[:, 0]
     nxt = torch.where(pos < J, nxt, torch.full_like(nxt, float("inf")))
     return nxt, nxt - tcur
-
-
-def _flatten(c: dict) -> tuple:
-    out = ()
-    for v in c.values():
-        out += tuple(v) if isinstance(v, tuple) else (v,)
-    return out
-
-
-def _unflatten(keys, flat, m: int) -> dict:
-    c, i = {}, 0
-    for k in keys:
-        if k in ("y", "k1"):
-            c[k] = tuple(flat[i : i + m])
-            i += m
-        else:
-            c[k] = flat[i]
-            i += 1
-    return c
 
 
 def _assemble_events(y0: State, events, lanes: int, T: int) -> State:

@@ -12,6 +12,7 @@ observed points before the path is built (see :func:`interpolate`).
 from __future__ import annotations
 
 import abc
+import copy
 
 import torch
 
@@ -51,6 +52,16 @@ class AbstractPath(abc.ABC):
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The tensors the path is computed from at evaluation time; the continuous adjoint
         differentiates with respect to those that require grad."""
+
+    def with_tensors(self, replace: dict) -> AbstractPath:
+        """A copy computed from other tensors: each of :meth:`tensors` whose ``id`` is a key
+        of ``replace`` is replaced by its value (the continuous adjoint differentiates with
+        respect to leaf copies of a path's computed tensors)."""
+        if any(id(x) in replace for x in self.tensors()):
+            raise NotImplementedError(
+                f"{type(self).__name__} does not say how to rebuild itself from other tensors"
+            )
+        return self
 
     @property
     def jump_times(self) -> torch.Tensor | None:
@@ -101,6 +112,12 @@ class AbstractPiecewiseCubicPath(AbstractPath):
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.coefficients, self.knots)
+
+    def with_tensors(self, replace):
+        out = copy.copy(self)
+        out.coefficients = replace.get(id(self.coefficients), self.coefficients)
+        out.knots = replace.get(id(self.knots), self.knots)
+        return out
 
     @property
     def jump_times(self) -> torch.Tensor:

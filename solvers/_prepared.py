@@ -23,13 +23,13 @@ import torch
 from ._adjoint import AbstractAdjoint, BacksolveAdjoint, Config, get_adjoint, unit_schedule
 from ._backends import NativeBackend
 from ._brownian import _check_seed
-from ._hamiltonian import SymplecticSplitting
-from ._integrate import fixed_schedule
-from ._methods import ExplicitRungeKutta, get_method
+from ._controller import ConstantStepSize, fixed_schedule
 from ._problems import AbstractProblem
-from ._sde import SDE, SDESchedule, sde_method
+from ._rk import ExplicitRungeKutta
+from ._sde import SDE, SDESchedule
 from ._solution import Solution
-from ._solve import check_accepts, check_grid, check_numbers, check_state
+from ._solve import check_grid, check_numbers, check_state, resolve_method
+from ._stepper import AbstractStepper, get_method
 
 __all__ = ["PreparedSolve", "prepare"]
 
@@ -42,7 +42,7 @@ def prepare(
     problem: AbstractProblem,
     t: torch.Tensor,
     *,
-    method: str | ExplicitRungeKutta = "rk4",
+    method: str | AbstractStepper | None = None,
     dt: float,
     adjoint: str | AbstractAdjoint = "direct",
     max_steps: int = 10_000,
@@ -62,9 +62,9 @@ def prepare(
         t: output times, ``(T,)`` shared by the batch or ``(batch, T)`` per sample, strictly
             increasing; a floating-point tensor on the device and of the dtype of the
             states the solve will be called with.
-        method: a fixed-step method: ``euler``, ``midpoint``, ``heun``, ``rk4``, a fixed-step
-            :class:`ButcherTableau`, for a separable ``HamiltonianODE`` a symplectic method,
-            for an SDE an SDE method (:func:`sde_methods`).
+        method: any method that accepts the problem (:func:`methods`), run with constant
+            steps (default: ``rk4``, and an SDE's default method for an SDE): a Runge–Kutta tableau (adaptive ones too), for a separable
+            ``HamiltonianODE`` a symplectic method, for an SDE an SDE method.
         dt: the step size; each output interval is split into ``⌈Δt/dt⌉`` equal steps.
         adjoint: ``"direct"``, ``"checkpoint"``, ``"backsolve"`` or an adjoint object. A
             ``BacksolveAdjoint`` must integrate backwards with a fixed-step method too (the
@@ -105,29 +105,22 @@ class PreparedSolve:
             )
         name = type(problem).__name__
         sde = isinstance(problem, SDE)
-        if type(problem).integrate is not AbstractProblem.integrate or (
-            hasattr(problem, "backsolve") and not sde
-        ):
+        if problem.integrates_itself:
             raise ValueError(
                 f"prepare plans ODE, CDE, SDE and HamiltonianODE solves; a {name} problem "
                 "looks up its delayed values on the host at every step. Use solvers.solve "
                 "for it"
             )
-        method = sde_method(method) if sde and isinstance(method, str) else get_method(method)
-        if sde:
-            if isinstance(get_adjoint(adjoint), BacksolveAdjoint):
-                raise ValueError(
-                    "prepare plans SDE solves under adjoint 'direct' and 'checkpoint'; the "
-                    "stochastic adjoint ('backsolve') is planned by solvers.solve at each call"
-                )
-        elif not isinstance(method, (ExplicitRungeKutta, SymplecticSplitting)) or method.adaptive:
-            kind = "adaptive" if method.adaptive else type(method).__name__
+        if method is None and not sde:
+            method = "rk4"
+        method = resolve_method(problem, method)
+        if dt is None:
+            raise ValueError("prepare plans constant steps: pass dt, the step size")
+        if sde and isinstance(get_adjoint(adjoint), BacksolveAdjoint):
             raise ValueError(
-                f"prepare needs a fixed-step method (euler, midpoint, heun, rk4, or a "
-                f"symplectic method); got {method.name!r} ({kind}). An adaptive solve reads its "
-                "step-size decision back to the host at every step: use solvers.solve"
+                "prepare plans SDE solves under adjoint 'direct' and 'checkpoint'; the "
+                "stochastic adjoint ('backsolve') is planned by solvers.solve at each call"
             )
-        check_accepts(method, problem)
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
             raise TypeError(
@@ -135,18 +128,24 @@ class PreparedSolve:
                 f"the states to solve, got {got}"
             )
         t = check_grid(t)
-        check_numbers(method, dt, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
+        controller = ConstantStepSize(dt)
+        check_numbers(_UNUSED_RTOL, _UNUSED_ATOL, max_steps)
         adjoint = get_adjoint(adjoint)
-        self._grid = NativeBackend.grid(problem, t, method, adjoint)
+        cfg = Config(method, controller, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
+        _NATIVE.check_supports(problem, cfg, adjoint, t)
+        refusal = adjoint.refuses(problem, method)
+        if refusal:
+            raise ValueError(refusal)
+        self._grid = NativeBackend.grid(problem, t, cfg, adjoint)
         steps_t = self._grid[0]
-        lanes_t = NativeBackend.lanes(steps_t, method, steps_t.shape[0] if steps_t.ndim == 2 else 1)
+        lanes_t = NativeBackend.lanes(steps_t, cfg, steps_t.shape[0] if steps_t.ndim == 2 else 1)
         backward = None
         if isinstance(adjoint, BacksolveAdjoint):
             backward = _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps)
         self.problem, self.t, self.method, self.adjoint = problem, t, method, adjoint
         self._cfg = Config(
             method,
-            dt,
+            controller,
             _UNUSED_RTOL,
             _UNUSED_ATOL,
             max_steps,
@@ -157,6 +156,7 @@ class PreparedSolve:
         self._t0 = t[0] if t.ndim == 1 else t[:, 0]
         self._lanes_t = lanes_t
         self._checked: set = set()
+        self._sde = sde
         self._noise: dict = {}  # an SDE's planned increments, per shape of y0
 
     def __call__(self, y0: torch.Tensor, seed: int | torch.Tensor | None = None) -> Solution:
@@ -171,7 +171,7 @@ class PreparedSolve:
         t0 = self._t0.expand(y0.shape[0])
         key = (tuple(y0.shape), y0.dtype, y0.device)
         if key in self._checked:
-            f0 = self.problem.vector_field(t0, y0)
+            f0 = None if self._sde else self.problem.vector_field(t0, y0)
         else:
             f0 = self.problem.check(t0, y0)
             self._checked.add(key)
@@ -183,27 +183,14 @@ class PreparedSolve:
                 "seed applies to SDE problems (it seeds their Brownian path), not to "
                 f"{type(self.problem).__name__}"
             )
-        return _NATIVE.solve(
-            self.problem,
-            y0,
-            self.t,
-            f0,
-            self.method,
-            cfg.dt,
-            cfg.rtol,
-            cfg.atol,
-            self.adjoint,
-            cfg.max_steps,
-            cfg=cfg,
-            grid=self._grid,
-        )
+        return _NATIVE.solve(self.problem, y0, self.t, f0, cfg, self.adjoint, grid=self._grid)
 
     def _increments(self, key, y0, t0, seed):
         """The SDE's steps and Brownian increments: planned at the first call for a shape of
         ``y0`` (host reads), then drawn from ``seed`` on the device."""
         plan = self._noise.get(key)
         if plan is None:
-            g0 = self.problem.diffusion(t0, y0)
+            g0 = self.problem.terms().g(t0, y0)
             plan = self._noise[key] = SDESchedule(self.problem, self._cfg, y0, self._lanes_t, g0)
         if seed is None:
             return (
@@ -316,20 +303,14 @@ class PreparedSolve:
 
 def _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps):
     """The fixed backward steps of every output interval for a backsolve adjoint."""
-    if not problem.supports_backsolve:
-        raise ValueError(
-            f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
-            "use adjoint='direct' or 'checkpoint'"
-        )
     back = get_method(adjoint.method) if adjoint.method is not None else method
-    if not hasattr(back, "tableau") or back.adaptive:
+    if not isinstance(back, ExplicitRungeKutta):
         raise ValueError(
-            f"prepare: BacksolveAdjoint's backward method {back.name!r} is not a fixed-step "
-            "Runge–Kutta method; an adaptive backward solve reads its step sizes back to the "
-            "host. Pass BacksolveAdjoint(method='rk4') or another fixed-step method"
+            f"prepare: BacksolveAdjoint's backward method {back.name!r} is not a Runge–Kutta "
+            "method. Pass BacksolveAdjoint(method='rk4') or another"
         )
     bdt = adjoint.dt if adjoint.dt is not None else dt
-    bcfg = Config(back, bdt, _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
+    bcfg = Config(back, ConstantStepSize(bdt), _UNUSED_RTOL, _UNUSED_ATOL, max_steps)
     return tuple(
         unit_schedule(lanes_t[:, j - 1], lanes_t[:, j], bcfg) for j in range(1, lanes_t.shape[1])
     )

@@ -2,42 +2,53 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import torch
-from torch import nn
+
+from ._term import AbstractDerivativeTerm, ODETerm
 
 __all__ = ["ODE", "AbstractProblem"]
 
 
-class AbstractProblem:
-    """Base of all problems. A problem exposes ``vector_field(t, y)`` for the integrators,
-    ``parameters()`` for the continuous adjoint, ``check(t0, y0)``, and ``integrate``, which
-    runs the native forward solve (by default: the method's own loop)."""
+class AbstractProblem(abc.ABC):
+    """Base of all problems: the user-facing constructor of an equation's terms.
 
-    #: whether BacksolveAdjoint can treat the problem as ``dy/dt = vector_field(t, y)``
-    supports_backsolve = True
+    :meth:`terms` is all that a stepper sees (see ``solvers._term``); :meth:`check` evaluates
+    the equation once at the start and reports a wrong shape or dtype.
+    """
 
-    def vector_field(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    #: whether the problem runs its own loop instead of the one loop (DDEs, for now)
+    integrates_itself = False
+
+    @abc.abstractmethod
+    def terms(self):
+        """The equation as terms (built once per problem)."""
 
     def parameters(self) -> tuple[torch.Tensor, ...]:
-        return ()
+        """Tensors that receive gradients under the continuous adjoint (``backsolve``)."""
+        return tuple(self.terms().parameters())
 
     def jump_times(self) -> torch.Tensor | None:
         """Times where the vector field is not smooth in ``t`` (``(J,)`` or ``(batch, J)``,
         sorted), which adaptive steps land on instead of crossing; ``None``: smooth."""
-        return None
+        return self.terms().jump_times()
 
-    def integrate(self, cfg, y0, t, f0, *, checkpoint_every=None):
-        """The native forward solve over a ``(lanes, T)`` grid; returns an ``Outcome``."""
-        return cfg.method.integrate(self, cfg, y0, t, f0, checkpoint_every=checkpoint_every)
+    def vector_field(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``dy/dt`` at ``t`` (a number, ``(1,)`` or ``(batch,)``) for problems whose terms
+        give it (every problem but an SDE and a DDE)."""
+        terms = self.terms()
+        if not isinstance(terms, AbstractDerivativeTerm):
+            raise TypeError(
+                f"{type(self).__name__} has no vector field dy/dt = f(t, y) to evaluate alone"
+            )
+        t = torch.as_tensor(t, dtype=y.dtype, device=y.device).reshape(-1)
+        return terms.derivative(t, (y,))[0]
 
     def check(self, t0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-        """Evaluate the vector field once at the start and check its shape.
-
-        Returns the value, which the integrators reuse as their first stage.
-        """
+        """Evaluate the vector field once at the start (``t0``: ``(batch,)``) and check its
+        shape. Returns the value, which the integrators reuse as their first stage."""
         out = self.vector_field(t0, y0)
         name = type(self).__name__
         if not isinstance(out, torch.Tensor):
@@ -90,8 +101,9 @@ class ODE(AbstractProblem):
 
     Args:
         f: the vector field. It is called as ``f(t, y)`` with ``y`` of shape
-            ``(batch, *state)`` and ``t`` a ``(batch,)`` tensor holding each sample's
-            current time (samples may be at different times: adaptive steps and per-sample
+            ``(batch, *state)`` and ``t`` a ``(batch, 1, ..., 1)`` tensor (one dimension
+            per state dimension) holding each sample's current time, so that it broadcasts
+            against ``y`` (samples may be at different times: adaptive steps and per-sample
             grids are per sample). It returns ``dy/dt`` with the shape of ``y``. When ``f``
             is an ``nn.Module`` its parameters receive gradients under every adjoint.
         jump_times: times where ``f`` is not smooth in ``t`` (a forcing that switches, an
@@ -111,12 +123,10 @@ class ODE(AbstractProblem):
             raise TypeError(f"ODE: f must be callable as f(t, y), got {type(f).__name__}")
         self.f = f
         self._jumps = None if jump_times is None else check_jump_times(jump_times)
+        self._terms = ODETerm(f, self._jumps)
 
-    def vector_field(self, t, y):
-        return self.f(t, y)
-
-    def jump_times(self):
-        return self._jumps
+    def terms(self):
+        return self._terms
 
     def check(self, t0, y0):
         if self._jumps is not None and self._jumps.ndim == 2:
@@ -126,11 +136,6 @@ class ODE(AbstractProblem):
                     f"{y0.shape[0]}"
                 )
         return super().check(t0, y0)
-
-    def parameters(self):
-        if isinstance(self.f, nn.Module):
-            return tuple(p for p in self.f.parameters() if p.requires_grad)
-        return ()
 
     def __repr__(self):
         return f"ODE({self.f!r})"

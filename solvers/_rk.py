@@ -1,4 +1,5 @@
-"""One step of an explicit Runge–Kutta method, over a tuple of state tensors.
+"""Explicit Runge–Kutta methods: the stepper, one step over a tuple of state tensors, and
+the dense output.
 
 A step works on "lanes": ``h`` and ``t`` have shape ``(lanes,)``. With one lane per sample
 every sample takes its own step; with a single lane the whole state shares one step.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from ._stepper import AbstractStepper
 from ._tableau import ButcherTableau
+from ._term import AbstractDerivativeTerm, DelayTerm
+
+__all__ = ["ExplicitRungeKutta"]
 
 State = tuple[torch.Tensor, ...]
 
@@ -88,3 +93,73 @@ def dense(tab: ButcherTableau, y: State, h: torch.Tensor, ks: list[State], theta
             acc = acc + lane_view(w[:, j], yi) * k[i]
         out.append(yi + lane_view(h, yi) * acc)
     return tuple(out)
+
+
+class ExplicitRungeKutta(AbstractStepper):
+    """An explicit Runge–Kutta method given by its :class:`~solvers.ButcherTableau`.
+
+    It accepts every term that gives ``dy/dt``: ODEs, CDEs (through ``dX/dt``), DDEs and
+    Hamiltonian systems. Tableaus with an embedded error estimate run adaptively (a
+    :class:`~solvers.PIDController`) or with constant steps; the others with constant steps.
+    A first-same-as-last tableau carries its last stage into the next step.
+
+    Args:
+        tableau: the method's :class:`~solvers.ButcherTableau`.
+    """
+
+    term_types = (AbstractDerivativeTerm, DelayTerm)
+
+    def __init__(self, tableau: ButcherTableau):
+        if not isinstance(tableau, ButcherTableau):
+            raise TypeError(
+                "ExplicitRungeKutta: tableau must be a ButcherTableau, got "
+                f"{type(tableau).__name__}"
+            )
+        self.tableau = tableau
+        self.name = tableau.name
+        self.order = tableau.order
+        self.error_order = tableau.error_order if tableau.adaptive else None
+        self.evals_per_step = tableau.stages - 1 if tableau.fsal else tableau.stages
+
+    def init(self, terms, t0, y0, f0):
+        return f0
+
+    def step(self, terms, t0, t1, h, y, state, *, control=None, left=None):
+        tab = self.tableau
+        k1 = state if state is not None else terms.derivative(t0, y)
+        y1, err, ks = rk_step(terms.derivative, tab, t0, y, h, k1, t1=t1, left=left)
+        return y1, err, (y, h, ks), (ks[-1] if tab.fsal else None)
+
+    def restart(self, terms, t, y, state, where):
+        if state is None:
+            return None
+        fresh = terms.derivative(t, y)
+        return tuple(torch.where(lane_view(where, a), b, a) for a, b in zip(state, fresh))
+
+    def interpolate(self, dense_info, theta):
+        y, h, ks = dense_info
+        return dense(self.tableau, y, h, ks, theta)
+
+    def evals(self, n_steps, state_given):
+        if n_steps == 0:
+            return 0
+        if self.tableau.fsal:
+            return n_steps * (self.tableau.stages - 1) + (not state_given)
+        return n_steps * self.tableau.stages - state_given
+
+    def step_fn(self, f, t: torch.Tensor, y: torch.Tensor, h) -> torch.Tensor:
+        """One step of size ``h`` of ``dy/dt = f(t, y)`` from ``(t, y)``, for a discrete
+        cell (``ctrnn``'s ``discretize``).
+
+        ``t`` is a ``(batch,)`` tensor and reaches ``f`` as given; ``h`` a number or a
+        ``(batch,)`` tensor (each sample its own step).
+        """
+        batch = y.shape[0]
+        h = torch.as_tensor(h, dtype=y.dtype, device=y.device).expand(batch)
+        t = torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(batch)
+
+        def field(tt, yy):
+            return (f(tt.expand(batch), yy[0]),)
+
+        y1, _, _ = rk_step(field, self.tableau, t, (y,), h, field(t, (y,)))
+        return y1[0]

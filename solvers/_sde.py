@@ -1,11 +1,12 @@
-"""Stochastic differential equations: the problem, the SDE method registry and the
-fixed-step loop that every SDE method shares.
+"""Stochastic differential equations: the problem, the SDE steppers' base, and the plan of
+a solve's Brownian increments.
 
-An SDE method is a small object (one file each under ``_methods/``) that says which SDEs it
-solves (``sde_type``, and its strong order per noise type) and how to take one step given the
-Brownian increment; :func:`integrate_sde` builds the schedule, draws the increments from the
-problem's :class:`~solvers.BrownianPath` a chunk of steps at a time (outside the step
-arithmetic, with no host synchronisation), records the outputs and checkpoints segments.
+An SDE is the terms ``MultiTerm(ODETerm(drift), BrownianTerm(diffusion))``. An SDE method is
+a stepper (one file each under ``_methods/``) that says which SDEs it solves (``sde_type``,
+and its strong order per noise type) and how to take one step given the Brownian increment.
+:class:`SDESchedule` plans the steps and where their increments come from; the one loop
+(``_integrate``) draws them a chunk of steps at a time (outside the step arithmetic, with no
+host synchronisation).
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import math
 from collections.abc import Callable, Mapping
 
 import torch
-from torch import nn
 
 from ._brownian import BrownianPath, step_tree
-from ._integrate import Outcome, _gather_outputs, checkpoint, steps_per_interval
+from ._controller import steps_per_interval
 from ._problems import AbstractProblem
 from ._solution import Status
+from ._stepper import AbstractStepper
+from ._term import BrownianTerm, MultiTerm, ODETerm, broadcast_time
 
-__all__ = ["SDE", "AbstractSDEMethod", "register_sde_method", "sde_method", "sde_methods"]
+__all__ = ["SDE", "AbstractSDEMethod", "sde_methods"]
 
 NOISE_TYPES = ("diagonal", "additive", "general")
 SDE_TYPES = ("ito", "stratonovich")
-
-# Steps whose Brownian increments are drawn in one vectorised query.
-_CHUNK = 64
 
 
 class SDE(AbstractProblem):
@@ -37,7 +36,8 @@ class SDE(AbstractProblem):
     The state is ``(batch, d)``. ``W`` is a Brownian motion with ``m`` channels per sample.
 
     Args:
-        drift: ``f(t, y) -> (batch, d)``; ``t`` is a ``(batch,)`` tensor of each sample's time.
+        drift: ``f(t, y) -> (batch, d)``; ``t`` is a ``(batch, 1)`` tensor of each sample's
+            time (it broadcasts against ``y``); the diffusion is called the same way.
         diffusion: ``g(t, y)``: ``(batch, d)`` for ``noise="diagonal"`` (``m = d``, channel
             ``i`` drives state ``i``: ``g(t, y) * dW``), ``(batch, d, m)`` for
             ``noise="general"`` (``g(t, y) @ dW``), either for ``noise="additive"`` (``g``
@@ -63,9 +63,6 @@ class SDE(AbstractProblem):
     every adjoint.
     """
 
-    #: the generic ODE backsolve does not apply; :meth:`backsolve` is the stochastic adjoint
-    supports_backsolve = False
-
     def __init__(
         self,
         drift: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -90,26 +87,18 @@ class SDE(AbstractProblem):
         self.drift, self.diffusion = drift, diffusion
         self.noise, self.sde_type = noise, sde_type
         self.brownian, self.seed = brownian, seed
+        self._terms = MultiTerm(ODETerm(drift), BrownianTerm(diffusion, noise), sde_type)
 
-    def vector_field(self, t, y):
-        return self.drift(t, y)
-
-    def parameters(self):
-        seen, out = set(), []
-        for fn in (self.drift, self.diffusion):
-            if isinstance(fn, nn.Module):
-                for p in fn.parameters():
-                    if p.requires_grad and id(p) not in seen:
-                        seen.add(id(p))
-                        out.append(p)
-        return tuple(out)
+    def terms(self) -> MultiTerm:
+        return self._terms
 
     def check(self, t0, y0):
         """Call drift and diffusion once; report a wrong shape as "expected …, got …"."""
         if y0.ndim != 2:
             raise ValueError(f"SDE: y0 must have shape (batch, d), got shape {tuple(y0.shape)}")
-        f = self.drift(t0, y0)
-        g = self.diffusion(t0, y0)
+        tb = broadcast_time(t0, y0)
+        f = self.drift(tb, y0)
+        g = self.diffusion(tb, y0)
         for name, out in (("drift", f), ("diffusion", g)):
             if not isinstance(out, torch.Tensor):
                 raise ValueError(f"SDE: the {name} must return a tensor, got {type(out).__name__}")
@@ -140,10 +129,6 @@ class SDE(AbstractProblem):
                 f"{tuple(g.shape)}; expected {expected}"
             )
         return f
-
-    def noise_term(self, g: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
-        """``g dW``: elementwise for ``(batch, d)`` diffusions, a matrix product otherwise."""
-        return g * dw if g.ndim == 2 else (g @ dw.unsqueeze(-1)).squeeze(-1)
 
     def _noise_shape(self, y0: torch.Tensor, g0: torch.Tensor) -> tuple[int, int]:
         return (y0.shape[0], g0.shape[1] if g0.ndim == 2 else g0.shape[2])
@@ -185,12 +170,6 @@ class SDE(AbstractProblem):
         t1 = max(lo + dt * 2**levels, hi)
         return BrownianPath(lo, t1, shape, self.seed, y0.dtype, y0.device, depth=max(1, levels))
 
-    def backsolve(self, adjoint, cfg, y0, t, f0) -> Outcome:
-        """The stochastic adjoint (``adjoint="backsolve"``); see :mod:`solvers._sde_adjoint`."""
-        from ._sde_adjoint import sde_backsolve
-
-        return sde_backsolve(adjoint, self, cfg, y0, t)
-
     def __repr__(self):
         return (
             f"SDE({self.drift!r}, {self.diffusion!r}, noise={self.noise!r}, "
@@ -198,57 +177,55 @@ class SDE(AbstractProblem):
         )
 
 
-class AbstractSDEMethod:
-    """A fixed-step SDE method. Subclasses are final and set the class attributes.
+class AbstractSDEMethod(AbstractStepper):
+    """A fixed-step SDE method: a stepper over ``MultiTerm(drift, diffusion)``. Subclasses
+    are final and set the class attributes and :meth:`sde_step`.
 
     Attributes:
         name: registry name.
         sde_type: ``"ito"`` or ``"stratonovich"``.
         orders: strong order per accepted noise type.
-        evals: drift-and-diffusion evaluations per step.
+        evals_per_step: drift-and-diffusion evaluations per step.
         reference: where the method comes from.
     """
 
-    name: str
     sde_type: str
     orders: Mapping[str, float]
-    evals: int = 1
     reference: str = ""
-    adaptive = False
-    problems = (SDE,)
+    term_types = (MultiTerm,)
 
     @property
     def noise_types(self) -> tuple[str, ...]:
         return tuple(self.orders)
 
     @property
-    def strong_order(self) -> float:
+    def order(self) -> float:
         """The strong order guaranteed for every accepted noise type (see ``orders``)."""
         return min(self.orders.values())
 
-    def accepts(self, problem) -> bool:
-        return isinstance(problem, self.problems)
+    strong_order = order
 
-    def check_problem(self, problem: SDE) -> None:
-        """Raise ValueError naming both sides when the SDE is not one this method solves."""
-        if problem.sde_type != self.sde_type or problem.noise not in self.orders:
-            raise ValueError(
+    def reason_to_refuse(self, terms):
+        if terms.sde_type != self.sde_type or terms.noise not in self.orders:
+            return (
                 f"method {self.name!r} handles {self.sde_type} SDEs with "
-                f"{' or '.join(self.orders)} noise; got {_article(problem.sde_type)} "
-                f"{problem.sde_type} SDE with {problem.noise} noise"
+                f"{' or '.join(self.orders)} noise; got {_article(terms.sde_type)} "
+                f"{terms.sde_type} SDE with {terms.noise} noise"
             )
+        return None
 
-    def init(self, problem: SDE, t0, y0, g0) -> tuple:
+    def init(self, terms, t0, y0, f0):
         """Extra solver state carried between steps (default: none)."""
-        return ()
+        return None
 
-    def step(self, problem: SDE, t, h, y, extra, dw) -> tuple[torch.Tensor, tuple]:
-        """One step from ``(t, y)`` of size ``h`` (``(lanes, 1)``) with increment ``dw``."""
+    def step(self, terms, t0, t1, h, y, state, *, control=None, left=None):
+        y1, state = self.sde_step(terms, t0, h[:, None], y[0], state, control)
+        return (y1,), None, None, state
+
+    def sde_step(self, terms: MultiTerm, t, h, y, extra, dw) -> tuple[torch.Tensor, tuple]:
+        """One step from ``(t, y)`` (``t``: ``(lanes,)``) of size ``h`` (``(lanes, 1)``) with
+        increment ``dw``; returns ``(y1, extra)``."""
         raise NotImplementedError
-
-    def integrate(self, problem, cfg, y0, t, f0, *, checkpoint_every=None) -> Outcome:
-        self.check_problem(problem)
-        return integrate_sde(self, problem, cfg, y0, t, checkpoint_every=checkpoint_every).outcome
 
     def __repr__(self):
         orders = ", ".join(f"{k}: {v}" for k, v in self.orders.items())
@@ -363,97 +340,15 @@ def _dyadic_level(bm: BrownianPath, points: torch.Tensor, n_steps: torch.Tensor)
     return level, int(first)
 
 
-class Integration:
-    """What :func:`integrate_sde` returns: the outcome, the final extra state, the records."""
-
-    def __init__(self, outcome: Outcome, extra: tuple, records: list, plan: SDESchedule):
-        self.outcome, self.extra, self.records, self.plan = outcome, extra, records, plan
-
-
-def integrate_sde(method, problem, cfg, y0, t, *, checkpoint_every=None) -> Integration:
-    """Run ``method`` over the ``(lanes, T)`` grid ``t``. No host synchronisation happens
-    inside the loop; with ``checkpoint_every`` each segment of steps is recomputed in the
-    backward pass (its increments are recomputed too, identically). ``cfg.noise``, when
-    set, is the planned :class:`SDESchedule` (``prepare``); then nothing is read back."""
-    B = y0.shape[0]
-    t0 = t[:, 0].expand(B)
-    g0 = problem.diffusion(t0, y0)
-    plan = cfg.noise if cfg.noise is not None else SDESchedule(problem, cfg, y0, t, g0)
-    sched, N = plan.sched, plan.N
-    record_at = set(sched.record)
-    extra0 = method.init(problem, t0, y0, g0)
-    n_extra = len(extra0)
-
-    def run(start, stop, y, extra):
-        kept = []
-        for c0 in range(start, stop, _CHUNK):
-            c1 = min(c0 + _CHUNK, stop)
-            for k, dw in zip(range(c0, c1), plan.increments(c0, c1)):
-                y, extra = method.step(problem, sched.ts[k].expand(B), plan.h(k), y, extra, dw)
-                if k + 1 in record_at:
-                    kept.append(y)
-        return y, extra, kept
-
-    records = [y0] if 0 in record_at else []
-    y, extra = y0, extra0
-    if checkpoint_every == "auto":
-        checkpoint_every = max(1, math.isqrt(N))
-    if checkpoint_every is None or N == 0:
-        y, extra, kept = run(0, N, y, extra)
-        records += kept
-    else:
-        for start in range(0, N, checkpoint_every):
-            stop = min(start + checkpoint_every, N)
-
-            def segment(y_, *extra_, start=start, stop=stop):
-                y_end, extra_end, kept = run(start, stop, y_, tuple(extra_))
-                return (y_end, *extra_end, *kept)
-
-            flat = checkpoint(segment, y, *extra)
-            y, extra = flat[0], tuple(flat[1 : 1 + n_extra])
-            records += list(flat[1 + n_extra :])
-    ys = _gather_outputs([(r,) for r in records], sched.gather, sched.unreached, B)
-    counts = sched.n_steps.clone()
-    nfe = N * method.evals + 1
-    outcome = Outcome(ys, (y,), sched.status.clone(), counts, torch.zeros_like(counts), nfe)
-    return Integration(outcome, extra, records, plan)
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry: SDE methods are looked up by name when the problem is an SDE.
-
-_SDE_REGISTRY: dict[str, AbstractSDEMethod] = {}
-
-
-def register_sde_method(method: AbstractSDEMethod) -> None:
-    """Add an SDE method object under its ``name``."""
-    if method.name in _SDE_REGISTRY:
-        raise ValueError(f"an SDE method named {method.name!r} is already registered")
-    _SDE_REGISTRY[method.name] = method
-
-
 def sde_methods() -> dict[str, AbstractSDEMethod]:
-    """Every SDE method by name; each says its SDE type and strong order per noise type."""
-    return dict(_SDE_REGISTRY)
+    """The SDE methods among :func:`solvers.methods`, by name; each says its SDE type and
+    strong order per noise type."""
+    from ._methods import Heun
+    from ._stepper import methods
 
-
-def sde_method(name: str) -> AbstractSDEMethod:
-    """Resolve an SDE method name (``solve`` does this when the problem is an SDE)."""
-    if name in _SDE_REGISTRY:
-        return _SDE_REGISTRY[name]
-    raise ValueError(
-        f"unknown SDE method {name!r}; valid SDE methods are: {', '.join(_SDE_REGISTRY)}"
-    )
-
-
-def _register_builtin() -> None:
-    from ._methods.euler_maruyama import EulerMaruyama
-    from ._methods.milstein import Milstein
-    from ._methods.reversible_heun import ReversibleHeun
-    from ._methods.sde_heun import StratonovichHeun
-
-    for cls in (EulerMaruyama, Milstein, StratonovichHeun, ReversibleHeun):
-        register_sde_method(cls())
-
-
-_register_builtin()
+    out = {}
+    for name, m in methods().items():
+        m = m.sde if isinstance(m, Heun) else m
+        if isinstance(m, AbstractSDEMethod):
+            out[name] = m
+    return out

@@ -20,39 +20,115 @@ from __future__ import annotations
 
 import torch
 
-from ._integrate import Outcome, vjp
+from ._adjoint import AbstractAdjoint, Config
+from ._integrate import Outcome, integrate, vjp
 
-__all__ = ["sde_backsolve"]
+__all__ = ["ReversibleAdjoint", "StochasticAdjoint"]
 
 
-def sde_backsolve(adjoint, problem, cfg, y0, t) -> Outcome:
-    method = cfg.method
-    method.check_problem(problem)
-    if problem.sde_type != "stratonovich":
-        raise ValueError(
-            "adjoint 'backsolve' handles stratonovich SDEs; got an ito SDE. Use "
-            "adjoint='direct' or 'checkpoint', or write the SDE in Stratonovich form "
-            "(drift f − ½ Σⱼ (∂gⱼ/∂y) gⱼ) and solve it with method='heun' or 'reversible_heun'"
+def _forward(problem, cfg: Config, y0, t):
+    """The forward SDE solve by the one loop, keeping the recorded states and the plan."""
+    from ._sde import SDESchedule
+
+    terms = problem.terms()
+    plan = (
+        cfg.noise
+        if cfg.noise is not None
+        else SDESchedule(problem, cfg, y0, t, terms.g(t[:, 0], y0))
+    )
+    with torch.no_grad():
+        out = integrate(
+            cfg.method, terms, (y0,), t, cfg.controller, schedule=plan.sched, controls=plan
         )
-    unused = [k for k in ("method", "rtol", "atol", "dt") if getattr(adjoint, k, None) is not None]
-    if unused:
-        raise ValueError(
-            f"BacksolveAdjoint: {', '.join(unused)} do not apply to an SDE: its backward solve "
-            "takes the forward steps on the same Brownian path; pass BacksolveAdjoint() or "
-            "BacksolveAdjoint(params=...)"
-        )
-    if t.requires_grad:
-        raise ValueError(
-            "adjoint 'backsolve' for an SDE gives no gradients with respect to t; pass "
-            "t.detach(), or use adjoint='direct' or 'checkpoint'"
-        )
-    params = adjoint.params if adjoint.params is not None else tuple(problem.parameters())
-    box = {}
-    fn = _ReversibleAdjoint if hasattr(method, "unstep") else _StochasticAdjoint
-    ys = fn.apply(problem, cfg, box, y0, t, *params)
-    out = box["outcome"]
-    out.ys = (ys,)
-    return out
+    return out, plan
+
+
+class _AbstractSDEAdjoint(AbstractAdjoint):
+    """An adjoint for Stratonovich SDEs that holds the outputs and one step at a time."""
+
+    name = "backsolve"
+
+    def __init__(self, params=None):
+        self.params = None if params is None else tuple(params)
+
+    def refuses(self, problem, method):
+        from ._term import MultiTerm
+
+        terms = problem.terms()
+        if not isinstance(terms, MultiTerm):
+            return f"{type(self).__name__} differentiates SDEs, got a {type(problem).__name__}"
+        if terms.sde_type != "stratonovich":
+            return (
+                "adjoint 'backsolve' handles stratonovich SDEs; got an ito SDE. Use "
+                "adjoint='direct' or 'checkpoint', or write the SDE in Stratonovich form "
+                "(drift f − ½ Σⱼ (∂gⱼ/∂y) gⱼ) and solve it with method='heun' or "
+                "'reversible_heun'"
+            )
+        return None
+
+    def run(self, problem, cfg, y0, t, f0) -> Outcome:
+        refusal = self.refuses(problem, cfg.method)
+        if refusal:
+            raise ValueError(refusal)
+        if t.requires_grad:
+            raise ValueError(
+                "adjoint 'backsolve' for an SDE gives no gradients with respect to t; pass "
+                "t.detach(), or use adjoint='direct' or 'checkpoint'"
+            )
+        params = self.params if self.params is not None else tuple(problem.parameters())
+        box = {}
+        ys = self._function.apply(problem, cfg, box, y0, t, *params)
+        out = box["outcome"]
+        out.ys = (ys,)
+        return out
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class StochasticAdjoint(_AbstractSDEAdjoint):
+    """The stochastic adjoint of a Stratonovich SDE (Li, Wong, Chen & Duvenaud, "Scalable
+    gradients for stochastic differential equations", AISTATS 2020): the state, the adjoint
+    and the parameter gradients are integrated backwards over the forward steps and Brownian
+    increments with the Stratonovich Heun rule. ``adjoint="backsolve"`` on an SDE solved by
+    any Stratonovich method but ``reversible_heun``.
+
+    Args:
+        params: tensors to differentiate besides ``y0`` (default: the problem's parameters).
+    """
+
+    @property
+    def _function(self):
+        return _StochasticAdjoint
+
+
+class ReversibleAdjoint(_AbstractSDEAdjoint):
+    """The exact reversible adjoint of the ``reversible_heun`` method (Kidger, Foster, Li &
+    Lyons, "Efficient and accurate gradients for neural SDEs", NeurIPS 2021): each step is
+    inverted exactly and differentiated locally, so the gradients are those of the discrete
+    solve to round-off. ``adjoint="backsolve"`` on an SDE solved by ``reversible_heun``.
+
+    Args:
+        params: tensors to differentiate besides ``y0`` (default: the problem's parameters).
+    """
+
+    @staticmethod
+    def handles(method) -> bool:
+        from ._methods.reversible_heun import ReversibleHeun
+
+        return isinstance(method, ReversibleHeun)
+
+    def refuses(self, problem, method):
+        if not self.handles(method):
+            return (
+                f"ReversibleAdjoint inverts the reversible_heun method's steps; got method "
+                f"{method.name!r}. Use StochasticAdjoint, or method='reversible_heun'"
+            )
+        return super().refuses(problem, method)
+
+    @property
+    def _function(self):
+        return _ReversibleAdjoint
 
 
 def _record_grads(grad_ys, sched, B):
@@ -68,14 +144,11 @@ def _record_grads(grad_ys, sched, B):
 class _StochasticAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem, cfg, box, y0, t, *params):
-        from ._sde import integrate_sde
-
-        with torch.no_grad():
-            run = integrate_sde(cfg.method, problem, cfg, y0, t)
-        box["outcome"] = run.outcome
-        ctx.problem, ctx.plan = problem, run.plan
-        ctx.save_for_backward(torch.stack(run.records, 1), *params)
-        return run.outcome.ys[0]
+        out, plan = _forward(problem, cfg, y0, t)
+        box["outcome"] = out
+        ctx.problem, ctx.plan = problem, plan
+        ctx.save_for_backward(torch.stack([r[0] for r in out.records], 1), *params)
+        return out.ys[0]
 
     @staticmethod
     def backward(ctx, grad_ys):
@@ -86,11 +159,13 @@ class _StochasticAdjoint(torch.autograd.Function):
         g_rec = _record_grads(grad_ys, sched, B)
         pos = {step: r for r, step in enumerate(sched.record)}
 
+        terms = problem.terms()
+
         def increment(t, y, a, h, dw):
             """``(−(f h + g dW), aᵀ ∂(f h + g dW)/∂(y, θ))``."""
             with torch.enable_grad():
                 y_ = y.detach().requires_grad_(True)
-                inc = problem.drift(t, y_) * h + problem.noise_term(problem.diffusion(t, y_), dw)
+                inc = terms.f(t, y_) * h + terms.diffusion.prod(terms.g(t, y_), dw)
                 got = vjp(inc, (y_, *params), a)
             return -inc.detach(), got[0], got[1:]
 
@@ -121,19 +196,17 @@ class _StochasticAdjoint(torch.autograd.Function):
 class _ReversibleAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem, cfg, box, y0, t, *params):
-        from ._sde import integrate_sde
-
-        with torch.no_grad():
-            run = integrate_sde(cfg.method, problem, cfg, y0, t)
-        box["outcome"] = run.outcome
-        ctx.problem, ctx.plan, ctx.method = problem, run.plan, cfg.method
-        ctx.save_for_backward(run.outcome.final[0], *run.extra, *params)
-        return run.outcome.ys[0]
+        out, plan = _forward(problem, cfg, y0, t)
+        box["outcome"] = out
+        ctx.problem, ctx.plan, ctx.method = problem, plan, cfg.method
+        ctx.save_for_backward(out.final[0], *out.final_state, *params)
+        return out.ys[0]
 
     @staticmethod
     def backward(ctx, grad_ys):
         y, z, f, g, *params = ctx.saved_tensors
         problem, plan, method = ctx.problem, ctx.plan, ctx.method
+        terms = problem.terms()
         sched = plan.sched
         B = y.shape[0]
         g_rec = _record_grads(grad_ys, sched, B)
@@ -149,12 +222,12 @@ class _ReversibleAdjoint(torch.autograd.Function):
                 h, dw = plan.h(k), dws[k - c0]
                 t0 = sched.ts[k].detach().expand(B)
                 with torch.no_grad():
-                    y, (z, f, g) = method.unstep(problem, t0, h, y, (z, f, g), dw)
+                    y, (z, f, g) = method.unstep(terms, t0, h, y, (z, f, g), dw)
                 with torch.enable_grad():
                     y_ = y.detach().requires_grad_(True)
                     z_ = z.detach().requires_grad_(True)
-                    f_, g_ = problem.drift(t0, z_), problem.diffusion(t0, z_)
-                    y1, (z1, _, _) = method.step(problem, t0, h, y_, (z_, f_, g_), dw)
+                    f_, g_ = terms.f(t0, z_), terms.g(t0, z_)
+                    y1, (z1, _, _) = method.sde_step(terms, t0, h, y_, (z_, f_, g_), dw)
                     grads = vjp((y1, z1), (y_, z_, *params), (a_y, a_z))
                 a_y, a_z = grads[0], grads[1]
                 for acc, gp in zip(g_params, grads[2:]):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ._adjoint import AbstractAdjoint, get_adjoint
+from ._adjoint import AbstractAdjoint, Config, get_adjoint
 from ._backends import get_backend
-from ._methods import ExplicitRungeKutta, get_method
+from ._controller import AbstractStepSizeController, ConstantStepSize, PIDController
 from ._problems import AbstractProblem
 from ._solution import Solution
+from ._stepper import AbstractStepper, get_method
 from ._tableau import ButcherTableau
 
 __all__ = ["solve"]
@@ -19,10 +20,11 @@ def solve(
     y0: torch.Tensor,
     t: torch.Tensor,
     *,
-    method: str | ExplicitRungeKutta | ButcherTableau = "dopri5",
+    method: str | AbstractStepper | ButcherTableau | None = None,
     dt: float | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-6,
+    controller: AbstractStepSizeController | None = None,
     adjoint: str | AbstractAdjoint = "direct",
     backend: str = "native",
     max_steps: int = 10_000,
@@ -32,60 +34,127 @@ def solve(
 
     Args:
         problem: the equation, e.g. ``ODE(f)``.
-        y0: initial state, ``(batch, *state)``, floating point.
+        y0: initial state, ``(batch, *state)`` with at least one state dimension, floating
+            point.
         t: output times, ``(T,)`` shared by the batch or ``(batch, T)`` per sample, strictly
             increasing along ``T``; the first is the initial time.
-        method: a name from :func:`solvers.methods` or a method object. Fixed-step methods
-            need ``dt``; for adaptive ones ``dt`` is the first step (default: chosen).
-        dt: step size. A fixed-step solve splits each interval between consecutive output
-            times into ``⌈Δt/dt⌉`` equal steps, so every output lies on a step.
-        rtol: relative tolerance of adaptive step-size control.
-        atol: absolute tolerance of adaptive step-size control.
+        method: a name from :func:`solvers.methods`, a stepper or a
+            :class:`~solvers.ButcherTableau`. ``None`` picks the problem's default:
+            ``dopri5`` for ODE, CDE, DDE and Hamiltonian problems, ``euler_maruyama`` for an
+            Itô SDE, ``heun`` for a Stratonovich SDE.
+        dt: constant steps of at most ``dt`` (short for
+            ``controller=ConstantStepSize(dt)``): each interval between consecutive output
+            times is split into ``⌈Δt/dt⌉`` equal steps, so every output lies on a step. Any
+            method runs with constant steps, adaptive tableaus included.
+        rtol: relative tolerance of adaptive step-size control (without ``dt``).
+        atol: absolute tolerance of adaptive step-size control (without ``dt``).
+        controller: a step-size controller: :class:`~solvers.ConstantStepSize`,
+            :class:`~solvers.StepTo` or :class:`~solvers.PIDController` (whose
+            ``first_step`` sets the first adaptive step). Default: from ``dt``, or a
+            ``PIDController()`` for a method with an error estimate.
         adjoint: ``"direct"``, ``"backsolve"``, ``"checkpoint"`` or an adjoint object.
         backend: ``"native"``, or a peer: ``"torchdiffeq"``, ``"torchcde"``, ``"torchsde"``,
             ``"diffrax"`` (see :func:`solvers.backends`).
         max_steps: most steps per sample (attempted steps for adaptive methods).
-        throw: raise :class:`SolverError` when any sample fails; with ``False`` failing
+        throw: raise :class:`SolverError` when any sample failed; with ``False`` failing
             samples are marked in ``Solution.status`` and the others finish.
 
     Returns:
         A :class:`Solution` with ``ys`` of shape ``(batch, T, *state)``.
     """
-    if isinstance(method, str):
-        from ._sde import SDE, sde_method
-
-        if isinstance(problem, SDE):
-            method = sde_method(method)
-    method = get_method(method)
+    if not isinstance(problem, AbstractProblem):
+        raise TypeError(
+            f"problem must be a solvers problem such as ODE(f), got {type(problem).__name__}"
+        )
+    method = resolve_method(problem, method)
     adjoint = get_adjoint(adjoint)
     backend = get_backend(backend)
-    check_accepts(method, problem)
     check_state(y0)
     t = _check_times(t, y0)
-    check_numbers(method, dt, rtol, atol, max_steps)
+    controller = resolve_controller(method, dt, controller)
+    check_numbers(rtol, atol, max_steps)
+    cfg = Config(method, controller, rtol, atol, max_steps)
+    backend.check_supports(problem, cfg, adjoint, t)
+    refusal = adjoint.refuses(problem, method)
+    if refusal:
+        raise ValueError(refusal)
     t0 = t[0] if t.ndim == 1 else t[:, 0]
     f0 = problem.check(t0.expand(y0.shape[0]), y0)
-    sol = backend.solve(problem, y0, t, f0, method, dt, rtol, atol, adjoint, max_steps)
+    sol = backend.solve(problem, y0, t, f0, cfg, adjoint)
     if throw:
         sol.raise_on_failure()
     return sol
 
 
-def check_accepts(method, problem) -> None:
-    if not method.accepts(problem):
+def default_method(problem: AbstractProblem) -> str:
+    """The method ``solve`` uses when none is given."""
+    from ._term import MultiTerm
+
+    terms = problem.terms()
+    if isinstance(terms, MultiTerm):
+        return "heun" if terms.sde_type == "stratonovich" else "euler_maruyama"
+    return "dopri5"
+
+
+def resolve_method(problem: AbstractProblem, method) -> AbstractStepper:
+    """The stepper for ``problem``; a mismatch is a ValueError naming both."""
+    method = get_method(default_method(problem) if method is None else method)
+    terms = problem.terms()
+    if not isinstance(terms, method.term_types):
+        from ._stepper import methods
+
+        kind = type(problem).__name__
+        fit = [name for name, m in methods().items() if m.accepts(problem)]
         raise ValueError(
-            f"method {method.name!r} does not accept a {type(problem).__name__} problem; it "
-            f"accepts {', '.join(p.__name__ for p in method.problems)}"
+            f"method {method.name!r} does not accept a {kind} problem; it accepts "
+            f"{', '.join(method.problems)}. Methods for {kind} problems: {', '.join(fit)}"
         )
+    method = method.for_terms(terms)
+    reason = method.reason_to_refuse(terms)
+    if reason:
+        raise ValueError(reason)
+    return method
+
+
+def resolve_controller(method, dt, controller) -> AbstractStepSizeController:
+    """The step-size controller from ``dt`` and ``controller`` (one of them at most)."""
+    if controller is not None:
+        if dt is not None:
+            raise ValueError(
+                f"pass dt or controller, not both; got dt={dt!r} and controller={controller!r}"
+            )
+        if not isinstance(controller, AbstractStepSizeController):
+            raise TypeError(
+                "controller must be a ConstantStepSize, StepTo or PIDController, got "
+                f"{type(controller).__name__}"
+            )
+    elif dt is not None:
+        if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0):
+            raise ValueError(f"dt must be a positive number, got {dt!r}")
+        controller = ConstantStepSize(dt)
+    elif method.adaptive:
+        controller = PIDController()
+    else:
+        raise ValueError(f"method {method.name!r} is fixed-step: pass dt, the step size")
+    if not controller.planned and not method.adaptive:
+        raise ValueError(
+            f"method {method.name!r} has no error estimate, so it cannot adapt its steps: "
+            "pass dt (constant steps)"
+        )
+    return controller
 
 
 def check_state(y0) -> None:
     if not isinstance(y0, torch.Tensor):
         raise TypeError(f"y0 must be a tensor of shape (batch, *state), got {type(y0).__name__}")
-    if y0.ndim < 1:
+    if y0.ndim < 2:
         raise ValueError(
-            f"y0 must have a batch dimension, shape (batch, *state); got shape {tuple(y0.shape)}"
+            "y0 must have shape (batch, *state) with at least one state dimension; got shape "
+            f"{tuple(y0.shape)}. For one scalar state per sample pass y0[:, None]; for one "
+            "unbatched state pass y0[None]"
         )
+    if y0.shape[0] == 0:
+        raise ValueError(f"y0 has an empty batch (shape {tuple(y0.shape)}); nothing to solve")
     if not y0.is_floating_point():
         raise ValueError(f"y0 must be floating point, got dtype {y0.dtype}")
 
@@ -100,7 +169,23 @@ def _check_times(t, y0) -> torch.Tensor:
         )
     if t.device != y0.device:
         raise ValueError(f"t is on {t.device} but y0 is on {y0.device}")
-    return check_grid(t.to(y0.dtype))
+    if not t.is_floating_point():
+        t = t.to(y0.dtype)
+    if t.dtype == y0.dtype:
+        return check_grid(t)
+    check_grid(t)  # in its own precision first: a finer t may not survive the cast
+    cast = t.to(y0.dtype)
+    if cast.shape[-1] > 1 and not bool((cast.detach().diff(dim=-1) > 0).all()):
+        where = torch.nonzero(cast.detach().diff(dim=-1) <= 0)[0].tolist()
+        nxt = list(where)
+        nxt[-1] += 1
+        raise ValueError(
+            f"t is {t.dtype} and y0 is {y0.dtype}: t{nxt} = {t[tuple(nxt)].item()!r} and "
+            f"t{where} = {t[tuple(where)].item()!r} are distinct in {t.dtype} but equal in "
+            f"{y0.dtype}, in which the solve runs. Solve in {t.dtype} (y0.to({t.dtype})) or "
+            "use times that the state's dtype resolves"
+        )
+    return check_grid(cast)
 
 
 def check_grid(t: torch.Tensor) -> torch.Tensor:
@@ -128,11 +213,10 @@ def check_grid(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def check_numbers(method, dt, rtol, atol, max_steps) -> None:
-    if dt is None and not method.adaptive:
-        raise ValueError(f"method {method.name!r} is fixed-step: pass dt, the step size")
-    if dt is not None and (isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0)):
-        raise ValueError(f"dt must be a positive number, got {dt!r}")
+def check_numbers(rtol, atol, max_steps) -> None:
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
     if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
         raise ValueError(
             f"rtol and atol must be non-negative and not both zero, got "

@@ -15,10 +15,10 @@ class EulerMaruyama(AbstractSDEMethod):
     name = "euler_maruyama"
     sde_type = "ito"
     orders = MappingProxyType({"diagonal": 0.5, "additive": 1.0, "general": 0.5})
-    evals = 1
+    evals_per_step = 1
     reference = "Kloeden & Platen, Numerical Solution of Stochastic Differential Equations, §10.2"
 
-    def step(self, problem, t, h, y, extra, dw):
-        f = problem.drift(t, y)
-        g = problem.diffusion(t, y)
-        return y + f * h + problem.noise_term(g, dw), extra
+    def sde_step(self, terms, t, h, y, extra, dw):
+        f = terms.f(t, y)
+        g = terms.g(t, y)
+        return y + f * h + terms.diffusion.prod(g, dw), extra

@@ -24,16 +24,16 @@ class Milstein(AbstractSDEMethod):
     name = "milstein"
     sde_type = "ito"
     orders = MappingProxyType({"diagonal": 1.0, "additive": 1.0})
-    evals = 2
+    evals_per_step = 2
     reference = "Kloeden & Platen, Numerical Solution of Stochastic Differential Equations, §11.1"
 
-    def step(self, problem, t, h, y, extra, dw):
-        f = problem.drift(t, y)
-        g = problem.diffusion(t, y)
-        y1 = y + f * h + problem.noise_term(g, dw)
-        if problem.noise == "additive":
+    def sde_step(self, terms, t, h, y, extra, dw):
+        f = terms.f(t, y)
+        g = terms.g(t, y)
+        y1 = y + f * h + terms.diffusion.prod(g, dw)
+        if terms.noise == "additive":
             return y1, extra
         # Lanes that have finished take h = 0 steps with dw = 0: the correction is 0 · finite.
         sqrt_h = torch.sqrt(torch.where(h > 0, h, torch.ones_like(h)))
-        g_hat = problem.diffusion(t, y + f * h + g * sqrt_h)
+        g_hat = terms.g(t, y + f * h + g * sqrt_h)
         return y1 + (g_hat - g) * (dw * dw - h) / (2 * sqrt_h), extra

@@ -25,24 +25,25 @@ class ReversibleHeun(AbstractSDEMethod):
     name = "reversible_heun"
     sde_type = "stratonovich"
     orders = MappingProxyType({"diagonal": 0.5, "additive": 1.0, "general": 0.5})
-    evals = 1
+    evals_per_step = 1
     reference = "Kidger, Foster, Li & Lyons, NeurIPS 2021"
 
-    def init(self, problem, t0, y0, g0):
-        return (y0, problem.drift(t0, y0), g0)
+    def init(self, terms, t0, y0, f0):
+        y0 = y0[0]
+        return (y0, terms.f(t0, y0), terms.g(t0, y0))
 
-    def step(self, problem, t, h, y, extra, dw):
+    def sde_step(self, terms, t, h, y, extra, dw):
         z, f, g = extra
-        z1 = 2 * y - z + f * h + problem.noise_term(g, dw)
+        z1 = 2 * y - z + f * h + terms.diffusion.prod(g, dw)
         t1 = t + h[:, 0]
-        f1, g1 = problem.drift(t1, z1), problem.diffusion(t1, z1)
-        y1 = y + 0.5 * (f + f1) * h + 0.5 * problem.noise_term(g + g1, dw)
+        f1, g1 = terms.f(t1, z1), terms.g(t1, z1)
+        y1 = y + 0.5 * (f + f1) * h + 0.5 * terms.diffusion.prod(g + g1, dw)
         return y1, (z1, f1, g1)
 
-    def unstep(self, problem, t, h, y1, extra1, dw):
+    def unstep(self, terms, t, h, y1, extra1, dw):
         """The exact inverse of :meth:`step`: ``(y₁, (z₁, f₁, g₁)) -> (y₀, (z₀, f₀, g₀))``."""
         z1, f1, g1 = extra1
-        z0 = 2 * y1 - z1 - f1 * h - problem.noise_term(g1, dw)
-        f0, g0 = problem.drift(t, z0), problem.diffusion(t, z0)
-        y0 = y1 - 0.5 * (f0 + f1) * h - 0.5 * problem.noise_term(g0 + g1, dw)
+        z0 = 2 * y1 - z1 - f1 * h - terms.diffusion.prod(g1, dw)
+        f0, g0 = terms.f(t, z0), terms.g(t, z0)
+        y0 = y1 - 0.5 * (f0 + f1) * h - 0.5 * terms.diffusion.prod(g0 + g1, dw)
         return y0, (z0, f0, g0)

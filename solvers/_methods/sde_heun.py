@@ -17,14 +17,14 @@ class StratonovichHeun(AbstractSDEMethod):
     name = "heun"
     sde_type = "stratonovich"
     orders = MappingProxyType({"diagonal": 1.0, "additive": 1.0, "general": 0.5})
-    evals = 2
+    evals_per_step = 2
     reference = "W. Rümelin, SIAM J. Numer. Anal. 19 (1982)"
 
-    def step(self, problem, t, h, y, extra, dw):
-        f = problem.drift(t, y)
-        gdw = problem.noise_term(problem.diffusion(t, y), dw)
+    def sde_step(self, terms, t, h, y, extra, dw):
+        f = terms.f(t, y)
+        gdw = terms.diffusion.prod(terms.g(t, y), dw)
         y_pred = y + f * h + gdw
         t1 = t + h[:, 0]
-        f1 = problem.drift(t1, y_pred)
-        gdw1 = problem.noise_term(problem.diffusion(t1, y_pred), dw)
+        f1 = terms.f(t1, y_pred)
+        gdw1 = terms.diffusion.prod(terms.g(t1, y_pred), dw)
         return y + 0.5 * (f + f1) * h + 0.5 * (gdw + gdw1), extra

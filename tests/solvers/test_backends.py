@@ -108,7 +108,7 @@ def test_torchdiffeq_backsolve_with_explicit_params():
     a = (torch.randn(2, 2, generator=g, dtype=F64) * 0.5).requires_grad_()
 
     def f(t, y):
-        return torch.tanh(y @ a.T) * torch.cos(t)[:, None]
+        return torch.tanh(y @ a.T) * torch.cos(t)
 
     y0 = torch.randn(4, 2, generator=g, dtype=F64)
     t = torch.linspace(0, 1, 5, dtype=F64)
@@ -209,14 +209,18 @@ def test_method_it_lacks_refused():
 
 
 def test_non_ode_problem_refused():
+    class Decay(solvers.AbstractDerivativeTerm):
+        def derivative(self, t, y):
+            return (-y[0],)
+
+        def parameters(self):
+            return ()
+
     class Other(solvers.AbstractProblem):
-        def vector_field(self, t, y):
-            return -y
+        def terms(self):
+            return Decay()
 
-    class AnyProblem(solvers.ExplicitRungeKutta):
-        problems = (solvers.AbstractProblem,)
-
-    method = AnyProblem(solvers.methods()["dopri5"].tableau)
+    method = "dopri5"  # a Runge–Kutta method accepts any term that gives dy/dt
     y0 = torch.ones(2, 1, dtype=F64)
     t = torch.linspace(0, 1, 3, dtype=F64)
     assert solvers.solve(Other(), y0, t, method=method).success

@@ -15,7 +15,7 @@ B, T, C, H = 3, 6, 2, 4
 
 
 class Field(nn.Module):
-    """``f(z)`` of shape (batch, hidden, channels)."""
+    """``f(t, z)`` of shape (batch, hidden, channels)."""
 
     def __init__(self, hidden=H, channels=C, seed=0):
         super().__init__()
@@ -25,7 +25,7 @@ class Field(nn.Module):
             self.l2 = nn.Linear(8, hidden * channels, dtype=F64)
         self.hidden, self.channels = hidden, channels
 
-    def forward(self, z):
+    def forward(self, t, z):
         out = self.l2(torch.tanh(self.l1(z)))
         return torch.tanh(out).reshape(z.shape[0], self.hidden, self.channels)
 
@@ -65,7 +65,7 @@ def test_a_straight_control_reduces_to_an_ode(kind, method):
     cde = solvers.solve(CDE(f, path), z0, times, method=method, **options(method))
 
     def field(t, z):
-        return (f(z) @ c[:, 0, :, None])[..., 0]
+        return (f(t, z) @ c[:, 0, :, None])[..., 0]
 
     # the same jumps as the path's knots: adaptive solves then take the same steps
     ode = solvers.solve(
@@ -92,7 +92,7 @@ def test_a_piecewise_linear_control_is_the_ode_of_each_interval(method):
         c = (values[:, i + 1] - values[:, i]) / (times[i + 1] - times[i])
 
         def field(t, z, c=c):
-            return (f(z) @ c[:, :, None])[..., 0]
+            return (f(t, z) @ c[:, :, None])[..., 0]
 
         piece = solvers.solve(ODE(field), z, times[i : i + 2], method=method, **kw)
         z = piece.ys[:, -1]
@@ -150,7 +150,7 @@ def test_gradcheck_direct_through_data_and_f():
     values, times, z0 = values[:2, :4, :], times[:4], z0[:2, :2]
 
     def fn(v, w):
-        def field(z):
+        def field(t, z):
             return torch.tanh(z @ w).reshape(2, 2, C)
 
         path = solvers.interpolate(v, times, kind="natural_cubic")
@@ -192,13 +192,13 @@ def test_states_with_several_dimensions():
     z0 = torch.randn(B, 2, 3, dtype=F64)
     w = torch.randn(6, 6 * C, dtype=F64) * 0.3
 
-    def f(z):
+    def f(t, z):
         return torch.tanh(z.flatten(1) @ w).reshape(B, 2, 3, C)
 
     path = solvers.interpolate(values, times, kind="hermite")
     sol = solvers.solve(CDE(f, path), z0, times, method="rk4", dt=0.02)
     flat = solvers.solve(
-        CDE(lambda z: f(z.reshape(B, 2, 3)).reshape(B, 6, C), path),
+        CDE(lambda t, z: f(t, z.reshape(B, 2, 3)).reshape(B, 6, C), path),
         z0.reshape(B, 6),
         times,
         method="rk4",
@@ -225,7 +225,7 @@ def test_f_of_the_wrong_shape():
     values, times, z0 = data()
     path = solvers.interpolate(values, times)
     with pytest.raises(ValueError, match=r"expected \(3, 4, 2\), got \(3, 4\)"):
-        solvers.solve(CDE(lambda z: z, path), z0, times, method="rk4", dt=0.1)
+        solvers.solve(CDE(lambda t, z: z, path), z0, times, method="rk4", dt=0.1)
 
 
 def test_path_batch_must_match_y0():

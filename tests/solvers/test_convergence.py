@@ -168,8 +168,11 @@ def test_interpolant_local_order(name, theta):
     for k in DENSE_STEP_EXPONENTS[name]:
         h = 2.0**-k
         t = torch.tensor([0.0, theta * h, h], dtype=F64)
-        # Huge tolerances: the first step, of size dt = h, is accepted and reaches t[-1].
-        sol = solvers.solve(solvers.ODE(field), Y0, t, method=name, dt=h, rtol=1e3, atol=1e3)
+        # Huge tolerances: the first step, of size h, is accepted and reaches t[-1].
+        first = solvers.PIDController(first_step=h)
+        sol = solvers.solve(
+            solvers.ODE(field), Y0, t, method=name, controller=first, rtol=1e3, atol=1e3
+        )
         assert sol.stats.num_accepted_steps.tolist() == [1, 1]
         assert sol.stats.num_rejected_steps.tolist() == [0, 0]
         hs.append(h)

@@ -203,7 +203,7 @@ def batch_problem():
     w = torch.tensor([[0.3, -0.8], [0.6, 0.2]], dtype=F64)
 
     def f(t, y, yd):
-        return -0.4 * y + torch.tanh(yd[:, 0] @ w.T) - 0.3 * yd[:, 1] * torch.cos(t)[:, None]
+        return -0.4 * y + torch.tanh(yd[:, 0] @ w.T) - 0.3 * yd[:, 1] * torch.cos(t)
 
     def history(t):
         return torch.stack([torch.cos(t), torch.sin(2 * t)], dim=-1)

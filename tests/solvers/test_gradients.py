@@ -53,7 +53,7 @@ def functional_field(weights):
     w1, b1, w2, b2 = weights
 
     def f(t, y):
-        return (torch.tanh(y @ w1.T + b1) @ w2.T + b2) * torch.cos(t)[:, None]
+        return (torch.tanh(y @ w1.T + b1) @ w2.T + b2) * torch.cos(t)
 
     return f
 
@@ -396,7 +396,7 @@ def test_a_field_that_ignores_the_state(adjoint):
     adjoint's vector-Jacobian product of a field with no graph to the state is zero."""
     y0 = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
     t = torch.linspace(0, 1, 4, dtype=torch.float64)
-    ode = solvers.ODE(lambda t, y: torch.cos(t)[:, None].expand_as(y))
+    ode = solvers.ODE(lambda t, y: torch.cos(t).expand_as(y))
     sol = solvers.solve(ode, y0, t, method="rk4", dt=0.1, adjoint=adjoint)
     (g,) = torch.autograd.grad(sol.ys.sum(), [y0])
     torch.testing.assert_close(g, torch.full_like(y0, 4.0))

@@ -11,7 +11,7 @@ from torch import nn
 
 import solvers
 from solvers import CDE, ODE
-from solvers._integrate import refine_grid
+from solvers._controller import refine_grid
 
 F64 = torch.float64
 ADAPTIVE = [name for name, m in solvers.methods().items() if m.adaptive]
@@ -22,8 +22,8 @@ def switch_field(s):
     ``s`` is ``(batch,)``. The exact solution is piecewise linear."""
 
     def f(t, y):
-        rate = torch.where(t < s, 1.0, -2.0).to(y.dtype)
-        return rate[:, None].expand_as(y)
+        rate = torch.where(t < s[:, None], 1.0, -2.0).to(y.dtype)
+        return rate.expand_as(y)
 
     return f
 
@@ -99,7 +99,7 @@ class Forced(nn.Module):
 
     def forward(self, t, y):
         k = torch.searchsorted(self.switches, t.contiguous(), right=True)
-        return torch.tanh(y @ self.w.T) + self.levels[k][:, None]
+        return torch.tanh(y @ self.w.T) + self.levels[k]
 
 
 @pytest.mark.parametrize("adjoint", ["checkpoint", "backsolve"])
@@ -139,7 +139,7 @@ def test_adaptive_cde_error_follows_the_tolerance(kind):
     z0 = torch.randn(B, H, generator=g, dtype=F64)
     lin = nn.Linear(H, H * C, dtype=F64)
 
-    def f(z):
+    def f(t, z):
         return torch.tanh(lin(z)).reshape(B, H, C)
 
     path = solvers.interpolate(values, times, kind=kind)
@@ -236,6 +236,17 @@ def test_gradient_with_respect_to_output_times_through_the_refined_grid():
     torch.testing.assert_close(g, torch.tensor([-1.0, 0.0, -2.0], dtype=F64))
 
 
+class Autonomous(nn.Module):
+    """A CDE vector field ``f(t, z) = net(z)``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, t, z):
+        return self.net(z)
+
+
 def linear_cde_grads(adjoint, method_kw, outputs=3):
     """A CDE on a linear path (slope jumps at every knot) solved at ``outputs`` times that are
     not the knots; the solution and the gradients with respect to the data and weights."""
@@ -246,7 +257,9 @@ def linear_cde_grads(adjoint, method_kw, outputs=3):
     z0 = torch.randn(B, H, generator=g, dtype=F64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        f = nn.Sequential(nn.Linear(H, H * C, dtype=F64), nn.Tanh(), nn.Unflatten(1, (H, C)))
+        f = Autonomous(
+            nn.Sequential(nn.Linear(H, H * C, dtype=F64), nn.Tanh(), nn.Unflatten(1, (H, C)))
+        )
     t = torch.linspace(float(times[0]), float(times[-1]), outputs, dtype=F64)
     path = solvers.interpolate(values, times, kind="linear")
     sol = solvers.solve(CDE(f, path), z0, t, adjoint=adjoint, **method_kw)

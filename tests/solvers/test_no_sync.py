@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import solvers
-from solvers._integrate import fixed_schedule, forward_field, integrate_fixed
-from solvers._methods import methods
+from solvers._controller import ConstantStepSize, fixed_schedule
+from solvers._integrate import integrate
 
 
 def _mlp():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
-    return solvers.ODE(lambda t, y: net(y) * torch.cos(t)[:, None])
+    return solvers.ODE(lambda t, y: net(y) * torch.cos(t))
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
@@ -26,10 +26,11 @@ def test_fixed_step_loop_reads_nothing_back(method, per_sample, request):
     t = torch.linspace(0, 1, 5)
     lanes_t = (t + 0.1 * torch.arange(3)[:, None]) if per_sample else t[None]
     sched = fixed_schedule(lanes_t, 0.05, 10_000)  # host reads happen here, before the loop
-    field = forward_field(problem, 3)
-    tab = methods()[method].tableau
+    stepper = solvers.methods()[method].for_terms(problem.terms())
     request.getfixturevalue("forbid_host_reads")
-    out = integrate_fixed(field, tab, (y0,), None, sched)
+    out = integrate(
+        stepper, problem.terms(), (y0,), lanes_t, ConstantStepSize(0.05), schedule=sched
+    )
     ys = out.ys[0]
     assert ys.shape == (3, 5, 4)
     # the backward pass of the direct adjoint has no host reads either
@@ -49,13 +50,19 @@ def test_fixed_step_loop_has_no_cuda_sync(checkpoint_every):
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)).to(dev)
     problem = solvers.ODE(lambda t, y: net(y))
     y0 = torch.randn(3, 4, device=dev)
-    sched = fixed_schedule(torch.linspace(0, 1, 5, device=dev)[None], 0.05, 10_000)
-    field = forward_field(problem, 3)
+    lanes_t = torch.linspace(0, 1, 5, device=dev)[None]
+    sched = fixed_schedule(lanes_t, 0.05, 10_000)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = integrate_fixed(
-            field, methods()["rk4"].tableau, (y0,), None, sched, checkpoint_every=checkpoint_every
+        out = integrate(
+            solvers.methods()["rk4"],
+            problem.terms(),
+            (y0,),
+            lanes_t,
+            ConstantStepSize(0.05),
+            schedule=sched,
+            checkpoint_every=checkpoint_every,
         )
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -48,13 +48,13 @@ def _stack(*cols):
 PROBLEMS = {
     "A1": Problem(lambda t, y: -y, lambda t, y: -y, (1.0,), 0.2),
     "A2": Problem(lambda t, y: -(y**3) / 2, lambda t, y: -(y**3) / 2, (1.0,), 0.2),
-    "A3": Problem(lambda t, y: y * np.cos(t), lambda t, y: y * torch.cos(t)[:, None], (1.0,), 0.2),
+    "A3": Problem(lambda t, y: y * np.cos(t), lambda t, y: y * torch.cos(t), (1.0,), 0.2),
     "A4": Problem(
         lambda t, y: y / 4 * (1 - y / 20), lambda t, y: y / 4 * (1 - y / 20), (1.0,), 0.2
     ),
     "A5": Problem(
         lambda t, y: (y - t) / (y + t),
-        lambda t, y: (y - t[:, None]) / (y + t[:, None]),
+        lambda t, y: (y - t) / (y + t),
         (4.0,),
         0.2,
     ),

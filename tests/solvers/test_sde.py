@@ -187,7 +187,7 @@ def test_method_problem_mismatch_names_both():
 def test_unknown_method_lists_the_sde_methods():
     sde = SDE(lambda t, y: y, lambda t, y: y)
     y0 = torch.ones(2, 1, dtype=F64)
-    with pytest.raises(ValueError, match="valid SDE methods are: euler_maruyama, milstein"):
+    with pytest.raises(ValueError, match="Methods for SDE problems: euler_maruyama, milstein"):
         solvers.solve(sde, y0, torch.tensor([0.0, 1.0], dtype=F64), method="dopri5")
 
 
@@ -283,7 +283,7 @@ class Drift(nn.Module):
         self.lin = nn.Linear(2, 2, dtype=F64)
 
     def forward(self, t, y):
-        return torch.tanh(self.lin(y)) * torch.cos(t)[:, None]
+        return torch.tanh(self.lin(y)) * torch.cos(t)
 
 
 class Diffusion(nn.Module):
@@ -391,6 +391,8 @@ def test_step_loop_reads_nothing_back(method, checkpoint_every, path, monkeypatc
     tensor back to the host (DESIGN.md, GPU)."""
     from solvers import _sde
     from solvers._adjoint import Config
+    from solvers._controller import ConstantStepSize
+    from solvers._integrate import integrate
 
     def refuse(*args, **kwargs):
         raise RuntimeError("host read of a tensor inside the solver loop")
@@ -415,10 +417,20 @@ def test_step_loop_reads_nothing_back(method, checkpoint_every, path, monkeypatc
     else:
         t = torch.linspace(0, 1, 4, dtype=F64) + 0.1 * torch.arange(3, dtype=F64)[:, None]
         dt = 0.05
-    cfg = Config(solvers.sde_methods()[method], dt, 0.0, 1e-6, 10_000)
-    out = _sde.integrate_sde(cfg.method, sde, cfg, y0, t, checkpoint_every=checkpoint_every)
-    assert (out.plan._cells is None) == (path == "descent")
-    out.outcome.ys[0].pow(2).sum().backward()
+    cfg = Config(solvers.sde_methods()[method], ConstantStepSize(dt), 0.0, 1e-6, 10_000)
+    plan = _sde.SDESchedule(sde, cfg, y0, t, sde.terms().g(t[:, 0], y0))
+    out = integrate(
+        cfg.method,
+        sde.terms(),
+        (y0,),
+        t,
+        cfg.controller,
+        schedule=plan.sched,
+        controls=plan,
+        checkpoint_every=checkpoint_every,
+    )
+    assert (plan._cells is None) == (path == "descent")
+    out.ys[0].pow(2).sum().backward()
     assert y0.grad.shape == y0.shape
 
 
@@ -530,6 +542,7 @@ def test_user_path_on_its_dyadic_grid_is_read_by_cells():
     """A user path whose dyadic grid holds the steps is read a level at a time (about one
     normal per step) and gives its own values; other steps descend the tree."""
     from solvers._adjoint import Config
+    from solvers._controller import ConstantStepSize
     from solvers._sde import SDESchedule
 
     bm = BrownianPath(0.0, 1.0, (40, 2), seed=6, dtype=F64, depth=12)
@@ -543,7 +556,8 @@ def test_user_path_on_its_dyadic_grid_is_read_by_cells():
     ]:
         lanes_t = t if t.ndim == 2 else t[None]
         method = solvers.sde_methods()["euler_maruyama"]
-        plan = SDESchedule(sde, Config(method, dt, 0.0, 1e-6, 10_000), y0, lanes_t, g0)
+        cfg = Config(method, ConstantStepSize(dt), 0.0, 1e-6, 10_000)
+        plan = SDESchedule(sde, cfg, y0, lanes_t, g0)
         assert (plan._cells is not None) == by_cells
         ys = solvers.solve(sde, y0, t, method="euler_maruyama", dt=dt).ys
         times = lanes_t.T if t.ndim == 2 else t[:, None]
