@@ -34,6 +34,7 @@ from torch import nn
 from ._base import (
     AbstractCell,
     AbstractSequenceModel,
+    last_observation_index,
     last_observed,
     observation_grid,
     prepare_sequence,
@@ -53,8 +54,7 @@ def time_since_observation(times: torch.Tensor, observed: torch.Tensor) -> torch
     ``times (batch, T)``, ``observed (batch, T, C)`` boolean.
     """
     B, T, C = observed.shape
-    idx = torch.arange(T, device=times.device)[None, :, None].expand(B, T, C)
-    last = torch.where(observed, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+    last = last_observation_index(observed)
     before = torch.cat([torch.full_like(last[:, :1], -1), last[:, :-1]], dim=1).clamp_min(0)
     s = times[:, :, None].expand(B, T, C)
     return s - s.gather(1, before)

@@ -174,39 +174,57 @@ class TauGRUCell(AbstractCell):
             )
         # history[k]: the state m - k steps before the first input; then h_1, h_2, ...
         history = list(hx[:, : (m + 1) * H].reshape(B, m + 1, H).flip(1).unbind(1))
-        projected = F.linear(x, self.input_proj.weight, self.input_proj.bias).unbind(1)
-        delayed_in = None
+        past = None
         if self.delayed_input:
             # z and a read the input m steps back: zero inputs before the start
             past = hx[:, (m + 1) * H :].reshape(B, m, C).flip(1)
+        w_h, w_d = self.hidden_proj.weight, self.delayed_proj.weight
+        if dt is None:
+            # uniform steps: every input projected by one product, time-major with the
+            # columns [u, g, a, z], and the whole loop as one autograd node (_EulerScan)
+            order = torch.cat([torch.arange(H), torch.arange(2 * H, 4 * H), torch.arange(H, 2 * H)])
+            order = order.to(x.device)
+            # u and z enter as 2·pre (tanh(p) = 2σ(2p) - 1: one sigmoid for all gates)
+            double = torch.ones(4 * H, 1, dtype=x.dtype, device=x.device)
+            double[:H] = double[3 * H :] = 2.0
+            w_in = self.input_proj.weight[order] * double
+            b_in = (
+                None if self.input_proj.bias is None else self.input_proj.bias[order] * double[:, 0]
+            )
+            # x is copied time-major (C columns), not the projections (4H columns)
+            xt = x.transpose(0, 1).reshape(T * B, C)
+            px = F.linear(xt, w_in, b_in).view(T, B, 4 * H)
+            if past is not None:
+                before = F.linear(past.transpose(0, 1), w_in, b_in)  # (m, B, 4H)
+                delayed = torch.cat([before, px], dim=0)[:T]
+                a_or_z = torch.arange(4 * H, device=x.device) >= 2 * H
+                px = torch.where(a_or_z, delayed, px)
+            init = torch.stack(history, dim=1)
+            scale = self.gate_dt or 1.0
+            w_h2, w_d2 = w_h * double[: 3 * H], 2.0 * w_d
+            return _EulerScan.apply(px, init, w_h2, w_d2, scale, self.alpha, self.beta)
+        projected = F.linear(x, self.input_proj.weight, self.input_proj.bias).unbind(1)
+        delayed_in = None
+        if past is not None:
             before = F.linear(past, self.input_proj.weight, self.input_proj.bias).unbind(1)
             delayed_in = [*before, *projected]
-        reads = None if dt is None else _held_reads(dt, m, self.dt)
-        W_h, W_d = self.hidden_proj.weight, self.delayed_proj.weight
-        steps = [None] * T if dt is None else dt.unbind(1)
+        reads = _held_reads(dt, m, self.dt)
         out = []
-        for n, (px, step) in enumerate(zip(projected, steps)):
+        for n, (px, step) in enumerate(zip(projected, dt.unbind(1))):
             h = history[-1]
-            if reads is None:
-                h_delayed = history[n]
-                pd = None if delayed_in is None else delayed_in[n]
-            else:
-                h_delayed = _pick(history, reads[n])
-                pd = None if delayed_in is None else _pick(delayed_in, reads[n])
-            ux, zx, gx, ax = px.chunk(4, dim=-1)
-            if pd is not None:
-                _, zx, _, ax = pd.chunk(4, dim=-1)
-            uh, gh, ah = F.linear(h, W_h).chunk(3, dim=-1)
+            h_delayed = _pick(history, reads[n])
+            if delayed_in is not None:
+                pd = _pick(delayed_in, reads[n])
+                px = torch.cat(
+                    [px[:, :H], pd[:, H : 2 * H], px[:, 2 * H : 3 * H], pd[:, 3 * H :]], 1
+                )
+            ux, zx, gx, ax = px.chunk(4, dim=1)
+            uh, gh, ah = F.linear(h, w_h).chunk(3, dim=1)
             u = torch.tanh(uh + ux)
-            z = torch.tanh(F.linear(h_delayed, W_d) + zx)
-            g = torch.sigmoid(gh + gx)
+            z = torch.tanh(F.linear(h_delayed, w_d) + zx)
+            g = step[:, None] * torch.sigmoid(gh + gx)
             a = torch.sigmoid(ah + ax)
-            v = self.alpha * u + self.beta * (a * z)
-            if step is not None:
-                g = step[:, None] * g
-            elif self.gate_dt is not None:
-                g = self.gate_dt * g
-            h = (1 - g) * h + g * v
+            h = h + g * (self.alpha * u + self.beta * (a * z) - h)
             history.append(h)
             out.append(h)
         return torch.stack(out, dim=1)
@@ -233,6 +251,90 @@ _EULER_HINT = (
 )
 
 
+class _EulerScan(torch.autograd.Function):
+    """τ-GRU's Euler cell over a whole sequence with uniform steps, as one autograd node.
+
+    ``forward(px (T, B, 4H), init (B, m + 1, H), W_h (3H, H), W_d (H, H), scale, alpha,
+    beta)``: ``px`` the input projections of every step, time-major, columns ``[u, g, a, z]``
+    with ``u`` and ``z`` doubled (and the rows of ``W_h``, ``W_d`` that make them)
+    (each step's block contiguous, so that the per-step products read it cheaply); ``init`` the
+    initial history ``[h_{-m}, …, h_0]``, ``W_h = [W1; W3; W4]`` acting on ``h_n`` and
+    ``W_d = W2`` on ``h_{n-m}``; returns ``h_1 … h_T`` ``(B, T, H)``. The backward pass runs
+    the recurrence backwards once, without an autograd graph, and computes the gradients of
+    ``W_h`` and ``W_d`` (shared by every step) as one matrix product each over all steps,
+    after the loop, instead of one small product per step (PERFORMANCE.md). ``u`` and
+    ``z`` enter as twice their pre-activations, ``tanh(p) = 2σ(2p) - 1``, so that one
+    sigmoid computes every gate of a step (tanh is about four times slower than the sigmoid
+    on the CPU); the result equals the cell's to round-off.
+    """
+
+    @staticmethod
+    def forward(ctx, px, init, w_h, w_d, scale: float, alpha: float, beta: float):
+        T, B = px.shape[:2]
+        m1, H = init.shape[1], init.shape[2]
+        # time-major buffers written in place, step by step: states[k] is h_{k-m}
+        states = px.new_empty(T + m1, B, H)
+        states[:m1] = init.transpose(0, 1)
+        # what the backward pass needs, computed while it is in cache: with gh = dL/dh_{n+1},
+        # dL/dp = gh * slopes (p: the sigmoid's inputs [p_u, p_g, p_a, p_z]) and
+        # dL/dh_n = gh * keep + dL/d[p_u, p_g, p_a] @ W_h
+        train = any(ctx.needs_input_grad[:4])
+        slopes = px.new_empty(T, B, 4 * H) if train else None
+        keep = px.new_empty(T, B, H) if train else None
+        pre = px.new_empty(B, 4 * H)
+        w_h_t, w_d_t = w_h.T, w_d.T
+        for n in range(T):
+            h = states[m1 - 1 + n]
+            # [u, g, a] read h_n, z reads h_{n-m}: two products, no zero blocks
+            torch.addmm(px[n, :, : 3 * H], h, w_h_t, out=pre[:, : 3 * H])
+            torch.addmm(px[n, :, 3 * H :], states[n], w_d_t, out=pre[:, 3 * H :])
+            s = torch.sigmoid(pre)
+            su, g0, a, sz = s.chunk(4, dim=1)
+            u, z = 2 * su - 1, 2 * sz - 1
+            v = alpha * u + beta * (a * z)
+            g = g0 if scale == 1.0 else scale * g0
+            change = v - h
+            torch.add(h, g * change, out=states[m1 + n])
+            if not train:
+                continue
+            # σ' = s (1 - s); dh/d p_u = 2 α g σ'_u, dh/d p_g = scale (v - h) σ'_g,
+            # dh/d p_a = β g z σ'_a, dh/d p_z = 2 β g a σ'_z
+            g2 = 2 * g
+            factor = torch.cat([alpha * g2, scale * change, beta * (g * z), beta * (g2 * a)], dim=1)
+            torch.mul(s - s * s, factor, out=slopes[n])
+            torch.sub(1, g, out=keep[n])
+        ctx.save_for_backward(states, slopes, keep, w_h, w_d)
+        ctx.m = m1 - 1
+        return states[m1:].transpose(0, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        states, slopes, keep, w_h, w_d = ctx.saved_tensors
+        m = ctx.m
+        B, T, H = grad_out.shape
+        h = states[m : m + T]  # h_n, (T, B, H)
+        outs = grad_out.unbind(1)
+        d_px = grad_out.new_empty(T, B, 4 * H)  # [u, g, a, z], written step by step
+        pending: dict[int, torch.Tensor] = {}  # gradients of h_{n-m} from the delayed reads
+        carry = torch.zeros_like(outs[0])
+        for n in range(T - 1, -1, -1):
+            gh = outs[n] + carry
+            extra = pending.pop(m + 1 + n, None)
+            if extra is not None:
+                gh = gh + extra
+            torch.mul(gh[:, None], slopes[n].view(B, 4, H), out=d_px[n].view(B, 4, H))
+            carry = torch.addmm(gh * keep[n], d_px[n, :, : 3 * H], w_h)
+            back = torch.mm(d_px[n, :, 3 * H :], w_d)
+            pending[n] = pending[n] + back if n in pending else back
+        d_init = [pending.get(k, torch.zeros_like(carry)) for k in range(m + 1)]
+        d_init[m] = d_init[m] + carry
+        flat = d_px.view(T * B, 4 * H)
+        d_w_h = flat[:, : 3 * H].T @ h.reshape(T * B, H)
+        d_w_d = flat[:, 3 * H :].T @ states[:T].reshape(T * B, H)  # h_{n-m}
+        return d_px, torch.stack(d_init, dim=1), d_w_h, d_w_d, None, None, None
+
+
 def _check_nominal(cell, dt, hint: str = _SEQUENCE_HINT) -> None:
     """A ValueError unless ``dt`` is ``None`` or the cell's own step everywhere: a ring
     buffer holds states one step apart."""
@@ -242,8 +344,7 @@ def _check_nominal(cell, dt, hint: str = _SEQUENCE_HINT) -> None:
     at = ", ".join(str(v) for v in i)
     raise ValueError(
         f"{type(cell).__name__}: its state holds the last {cell.delay} states one step "
-        f"dt = {cell.dt} apart, so a step must be {cell.dt}; got dt[{at}] = {dt[i].item()}. "
-        + hint
+        f"dt = {cell.dt} apart, so a step must be {cell.dt}; got dt[{at}] = {dt[i].item()}. " + hint
     )
 
 

@@ -167,7 +167,7 @@ def test_tau_gru_reads_the_delayed_state_at_t_minus_tau_from_the_history():
     )
     # unit steps given as a tensor read h_{n-m}: the paper's cell
     ones = torch.ones(3, 12, dtype=F64)
-    torch.testing.assert_close(cell.run_sequence(x, ones), cell.run_sequence(x), rtol=0, atol=0)
+    torch.testing.assert_close(cell.run_sequence(x, ones), cell.run_sequence(x), rtol=0, atol=1e-15)
 
 
 def test_tau_gru_sequence_model_on_irregular_times_is_the_held_history_cell():
@@ -184,7 +184,9 @@ def test_tau_gru_cells_refuse_steps_their_buffer_cannot_hold():
     model = TauGRU(3, 4, delay=1.0, dtype=F64)
     x, times = _irregular()
     seq = SequenceModel(model, scheme="rk4", dt=0.5)
-    with pytest.raises(ValueError, match=r"TauGRURungeKuttaCell: its state holds .* dt\[0, 0\] = .*scheme='euler'"):
+    with pytest.raises(
+        ValueError, match=r"TauGRURungeKuttaCell: its state holds .* dt\[0, 0\] = .*scheme='euler'"
+    ):
         seq(x, times)
     cell = model.discretize("euler", 1.0)
     with pytest.raises(ValueError, match=r"TauGRUCell: .* must be 1.0; got dt\[1\] = 0.5"):
@@ -204,3 +206,35 @@ def test_step_size_errors_name_the_value():
         GRUCell(3, 4)(torch.randn(2, 3), None, torch.ones(2))
     with pytest.raises(ValueError, match="time_scale must be positive, got 0"):
         SequenceModel(Toy(), time_scale=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(delayed_input=True),
+        dict(alpha=0.7, beta=1.3, gate_dt=0.5),
+    ],
+)
+def test_tau_gru_whole_sequence_backward_equals_autograd_through_the_steps(options):
+    """The uniform-step sequence (one autograd node with a hand-written backward pass) gives
+    the gradients that autograd gives through the step-by-step loop, initial state included."""
+    torch.manual_seed(6)
+    cell = TauGRUCell(3, 4, delay=3, dtype=F64, **options)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 9, 3, generator=g, dtype=F64, requires_grad=True)
+    hx = (0.3 * torch.randn(2, cell.state_size, generator=g, dtype=F64)).requires_grad_()
+    weights = torch.randn(2, 9, 4, generator=g, dtype=F64)
+
+    def gradients(run):
+        cell.zero_grad()
+        loss = (run() * weights).sum()
+        inputs = [x, hx, *cell.parameters()]
+        return loss.detach(), torch.autograd.grad(loss, inputs)
+
+    fast, fast_grads = gradients(lambda: cell.run_sequence(x, None, hx))
+    steps = torch.full((2, 9), cell.dt, dtype=F64)
+    slow, slow_grads = gradients(lambda: cell.run_sequence(x, steps, hx))  # autograd loop
+    torch.testing.assert_close(fast, slow, rtol=1e-13, atol=1e-13)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
