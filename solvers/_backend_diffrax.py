@@ -162,8 +162,7 @@ def _builtin_tableau(name: str):
     if name not in _METHODS:
         return None
     m = get_method(name)
-    m = m.ode if not isinstance(m, ExplicitRungeKutta) else m
-    return m.tableau
+    return m.tableau if isinstance(m, ExplicitRungeKutta) else None
 
 
 def _adjoint_spec(adjoint, method, dt, steps) -> tuple:
@@ -177,9 +176,7 @@ def _adjoint_spec(adjoint, method, dt, steps) -> tuple:
         every = adjoint.every or max(1, math.isqrt(n))
         return ("recursive", max(1, -(-n // every)))
     back = method if adjoint.method is None else get_method(adjoint.method)
-    if _builtin_tableau(back.name) is not getattr(back, "tableau", None) and not (
-        back.name == "heun" and adjoint.method is not None
-    ):
+    if _builtin_tableau(back.name) is not getattr(back, "tableau", None):
         raise ValueError(
             f"backend 'diffrax' has no method {back.name!r} for the backward solve; it offers "
             f"{', '.join(_METHODS)}"

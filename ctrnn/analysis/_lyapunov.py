@@ -173,7 +173,7 @@ def lyapunov_spectrum(
             return f(n, state) if time_dependent else f(state)
         t = torch.full((state.shape[0],), n * float(dt), dtype=state.dtype, device=state.device)
         field = (lambda t, y: f(t, y)) if time_dependent else (lambda t, y: f(y))
-        return rk.step(field, t, state, float(dt))
+        return rk.step_fn(field, t, state, float(dt))
 
     generator = torch.Generator().manual_seed(seed)
     frame = torch.linalg.qr(torch.randn(d, k, generator=generator, dtype=torch.float64))[0]
