@@ -528,9 +528,9 @@ def _run_list(args: argparse.Namespace) -> int:
             "archive datasets found: none (pass --data-root DIR holding NAME_TRAIN.ts and "
             'NAME_TEST.ts, or pip install "ctrnn[data]" for the sets that sktime ships)'
         )
-    print("methods (ODE, CDE, DDE, Hamiltonian problems):")
+    print("methods (and the problems each accepts):")
     for name, method in solvers.methods().items():
-        kinds = ", ".join(p.__name__ for p in method.problems)
+        kinds = ", ".join(method.problems)
         step = "adaptive" if method.adaptive else "fixed step"
         print(f"  {name:<32} order {method.order}, {step}; {kinds}")
     print("SDE methods:")

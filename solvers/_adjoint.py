@@ -418,7 +418,7 @@ def detached_terms(terms, params):
     differentiates with respect to the copies, and the graph that built them is left alone
     (it belongs to the caller, and is traversed once, by autograd, after this backward)."""
     computed = [p for p in params if p.grad_fn is not None]
-    if not computed:
+    if not computed or not terms.rebuilds_from_tensors:
         return terms, tuple(params)
     leaves = tuple(p.detach().requires_grad_(True) if p.grad_fn is not None else p for p in params)
     return terms.with_tensors({id(p): q for p, q in zip(params, leaves)}), leaves

@@ -63,8 +63,9 @@ def prepare(
             increasing; a floating-point tensor on the device and of the dtype of the
             states the solve will be called with.
         method: any method that accepts the problem (:func:`methods`), run with constant
-            steps (default: ``rk4``, and an SDE's default method for an SDE): a Runge–Kutta tableau (adaptive ones too), for a separable
-            ``HamiltonianODE`` a symplectic method, for an SDE an SDE method.
+            steps: a Runge–Kutta tableau (adaptive ones too), for a separable
+            ``HamiltonianODE`` a symplectic method, for an SDE an SDE method. Default:
+            ``rk4``, or the SDE's default method.
         dt: the step size; each output interval is split into ``⌈Δt/dt⌉`` equal steps.
         adjoint: ``"direct"``, ``"checkpoint"``, ``"backsolve"`` or an adjoint object. A
             ``BacksolveAdjoint`` must integrate backwards with a fixed-step method too (the

@@ -47,7 +47,10 @@ State = tuple[torch.Tensor, ...]
 
 
 def broadcast_time(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A ``(lanes,)`` time (one lane, or one per sample) as ``(batch, 1, ..., 1)``."""
+    """A ``(lanes,)`` time (one lane, or one per sample) as ``(batch, 1, ..., 1)``; a time
+    already so shaped (a planned loop's stage times) as it is."""
+    if t.ndim == y.ndim:
+        return t
     batch = y.shape[0]
     return t.expand(batch).reshape((batch,) + (1,) * (y.ndim - 1))
 
@@ -79,6 +82,9 @@ class AbstractTerm(abc.ABC):
     def jump_times(self) -> torch.Tensor | None:
         """Times where the term is not smooth in ``t`` (``(J,)`` or ``(batch, J)``); ``None``."""
         return None
+
+    #: whether :meth:`with_tensors` rebuilds the term from other tensors (a CDE's path)
+    rebuilds_from_tensors = False
 
     def with_tensors(self, replace: dict) -> AbstractTerm:
         """The same term computed from other tensors (``{id(old): new}``) where it holds
@@ -152,6 +158,8 @@ class ControlTerm(AbstractDerivativeTerm):
 
     def jump_times(self):
         return self.path.jump_times
+
+    rebuilds_from_tensors = True
 
     def with_tensors(self, replace):
         return ControlTerm(self.f, self.path.with_tensors(replace))

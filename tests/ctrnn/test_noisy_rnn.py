@@ -49,7 +49,8 @@ def test_em_cell_equals_one_solvers_euler_maruyama_step():
     problem = m.problem(lambda t: x)
     em = solvers.sde_methods()["euler_maruyama"]
     t = torch.zeros(5, dtype=D)
-    expected, _ = em.step(problem, t, torch.full((5, 1), 0.1, dtype=D), h, (), dw)
+    h_step = torch.full((5, 1), 0.1, dtype=D)
+    expected, _ = em.sde_step(problem.terms(), t, h_step, h, None, dw)
     got = m.discretize("euler_maruyama", 0.1).step_with_increment(x, h, dw)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
 

@@ -156,7 +156,11 @@ def sde():
 @pytest.mark.parametrize(
     "make, kw, match",
     [
-        (lambda: sde(), dict(method="euler_maruyama", dt=0.1), r"solves ODE, CDE problems only, got SDE"),
+        (
+            lambda: sde(),
+            dict(method="euler_maruyama", dt=0.1),
+            r"solves ODE, CDE problems only, got SDE",
+        ),
         (
             lambda: ODE(lambda t, y: -y),
             dict(t=torch.linspace(0, 1, 3, dtype=F64).expand(2, 3)),

@@ -151,7 +151,7 @@ def test_per_sample_times_are_refused():
 def test_checkpoint_adjoint_is_refused():
     values, times, z0 = data()
     problem = CDE(Field(), solvers.interpolate(values, times))
-    with pytest.raises(ValueError, match="has no checkpoint adjoint; .*backend='native' does"):
+    with pytest.raises(ValueError, match=r"has no checkpoint adjoint; .*backend='native' does"):
         solvers.solve(
             problem, z0, times, method="rk4", dt=0.1, adjoint="checkpoint", backend="torchcde"
         )

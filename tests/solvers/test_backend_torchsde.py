@@ -106,7 +106,7 @@ def test_errors_name_what_works():
         solvers.solve(
             sde, Y0, T.expand(5, -1), method="euler_maruyama", dt=0.05, backend="torchsde"
         )
-    with pytest.raises(ValueError, match="has no checkpoint adjoint; .*backend='native' does"):
+    with pytest.raises(ValueError, match=r"has no checkpoint adjoint; .*backend='native' does"):
         solvers.solve(
             sde, Y0, T, method="euler_maruyama", dt=0.05, backend="torchsde", adjoint="checkpoint"
         )

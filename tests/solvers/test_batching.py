@@ -179,9 +179,7 @@ def test_adaptive_counts_accepted_and_rejected_per_sample(name):
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     # A first step of 10 on these time scales is rejected, and then some.
     first = solvers.PIDController(first_step=10.0)
-    sol = solvers.solve(
-        solvers.ODE(fast), y0, t, method=name, controller=first, max_steps=100_000
-    )
+    sol = solvers.solve(solvers.ODE(fast), y0, t, method=name, controller=first, max_steps=100_000)
     acc, rej = sol.stats.num_accepted_steps, sol.stats.num_rejected_steps
     assert acc.shape == rej.shape == (3,)
     assert acc.dtype == rej.dtype == torch.int64

@@ -21,8 +21,8 @@ from torch.autograd import gradcheck
 
 import solvers
 from solvers import HamiltonianODE
-from solvers._hamiltonian import SplittingScheme, SymplecticSplitting
 from solvers._controller import ConstantStepSize, fixed_schedule
+from solvers._hamiltonian import SplittingScheme, SymplecticSplitting
 from solvers._integrate import integrate
 
 F64 = torch.float64

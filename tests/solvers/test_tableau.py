@@ -63,7 +63,9 @@ def test_registered_tableau_is_valid_and_documented(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_fsal_flag(name):
-    assert runge_kutta(solvers.methods()[name]).tableau.fsal == (name in {"bosh3", "dopri5", "tsit5"})
+    assert runge_kutta(solvers.methods()[name]).tableau.fsal == (
+        name in {"bosh3", "dopri5", "tsit5"}
+    )
 
 
 def test_tableau_is_frozen():
