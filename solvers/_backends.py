@@ -23,12 +23,14 @@ class Supports:
         adjoints: adjoint names (``"direct"``, ``"checkpoint"``, ``"backsolve"``).
         per_sample_times: whether ``t`` may be ``(batch, T)``.
         methods: method names, or ``None`` for every method that accepts the problem.
+        backwards: whether it solves backwards in time (a decreasing ``t``).
     """
 
     problems: tuple[str, ...] | None
     adjoints: tuple[str, ...]
     per_sample_times: bool
     methods: tuple[str, ...] | None = None
+    backwards: bool = False
 
 
 class AbstractBackend:
@@ -39,8 +41,17 @@ class AbstractBackend:
 
     def check_supports(self, problem, cfg: Config, adjoint, t: torch.Tensor) -> None:
         """Refuse, naming the backend that can, what this backend does not support."""
+        from ._reverse import TimeReversed
+
         s, kind = self.supports, type(problem).__name__
         native = "" if self.name == "native" else "; backend='native' does"
+        if isinstance(problem, TimeReversed):
+            if not s.backwards:
+                raise ValueError(
+                    f"backend {self.name!r} does not solve backwards in time (t decreasing)"
+                    f"{native}"
+                )
+            kind = problem.kind
         if s.problems is not None and kind not in s.problems:
             raise ValueError(
                 f"backend {self.name!r} solves {', '.join(s.problems)} problems only, got "
@@ -74,6 +85,7 @@ class NativeBackend(AbstractBackend):
         problems=None,
         adjoints=("direct", "checkpoint", "backsolve"),
         per_sample_times=True,
+        backwards=True,
     )
 
     def solve(self, problem, y0, t, f0, cfg, adjoint, grid=None):

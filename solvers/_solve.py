@@ -66,11 +66,18 @@ def solve(
         raise TypeError(
             f"problem must be a solvers problem such as ODE(f), got {type(problem).__name__}"
         )
+    check_state(y0)
+    t_given = t = _as_times(t, y0)
+    backwards = runs_backwards(t)
+    if backwards:
+        # a decreasing t solves backwards in time: the problem in s = -t, forwards
+        from ._reverse import TimeReversed
+
+        problem, t = TimeReversed(problem), -t
     method = resolve_method(problem, method)
     adjoint = get_adjoint(adjoint)
     backend = get_backend(backend)
-    check_state(y0)
-    t = _check_times(t, y0)
+    t = _check_times(t, y0, backwards)
     controller = resolve_controller(method, dt, controller)
     check_numbers(rtol, atol, max_steps)
     cfg = Config(method, controller, rtol, atol, max_steps)
@@ -81,6 +88,8 @@ def solve(
     t0 = t[0] if t.ndim == 1 else t[:, 0]
     f0 = problem.check(t0.expand(y0.shape[0]), y0)
     sol = backend.solve(problem, y0, t, f0, cfg, adjoint)
+    if backwards:
+        sol.ts = t_given
     if throw:
         sol.raise_on_failure()
     return sol
@@ -159,9 +168,24 @@ def check_state(y0) -> None:
         raise ValueError(f"y0 must be floating point, got dtype {y0.dtype}")
 
 
-def _check_times(t, y0) -> torch.Tensor:
+def _as_times(t, y0) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+    return t
+
+
+def runs_backwards(t: torch.Tensor) -> bool:
+    """Whether ``t`` goes backwards in time: its first step (of the first sample) is
+    negative. One host read, before any loop."""
+    if t.ndim not in (1, 2) or t.shape[-1] < 2:
+        return False
+    first = t.detach()[..., :2].reshape(-1, 2)[0]
+    return bool(first[1] < first[0])
+
+
+def _check_times(t, y0, backwards: bool = False) -> torch.Tensor:
+    """``t`` (``-t`` of the user's times when ``backwards``) checked and cast to ``y0``'s
+    dtype."""
     if t.ndim == 2 and t.shape[0] != y0.shape[0]:
         raise ValueError(
             f"per-sample times t of shape {tuple(t.shape)} have batch {t.shape[0]}, "
@@ -172,8 +196,8 @@ def _check_times(t, y0) -> torch.Tensor:
     if not t.is_floating_point():
         t = t.to(y0.dtype)
     if t.dtype == y0.dtype:
-        return check_grid(t)
-    check_grid(t)  # in its own precision first: a finer t may not survive the cast
+        return check_grid(t, backwards)
+    check_grid(t, backwards)  # in its own precision first: a finer t may not survive the cast
     cast = t.to(y0.dtype)
     if cast.shape[-1] > 1 and not bool((cast.detach().diff(dim=-1) > 0).all()):
         where = torch.nonzero(cast.detach().diff(dim=-1) <= 0)[0].tolist()
@@ -185,12 +209,13 @@ def _check_times(t, y0) -> torch.Tensor:
             f"{y0.dtype}, in which the solve runs. Solve in {t.dtype} (y0.to({t.dtype})) or "
             "use times that the state's dtype resolves"
         )
-    return check_grid(cast)
+    return check_grid(cast, backwards)
 
 
-def check_grid(t: torch.Tensor) -> torch.Tensor:
+def check_grid(t: torch.Tensor, backwards: bool = False) -> torch.Tensor:
     """Check that ``t`` is a ``(T,)`` or ``(batch, T)`` grid of finite, strictly increasing
-    times (host reads: before any loop)."""
+    times (host reads: before any loop). ``backwards``: ``t`` is the negated grid of a
+    backwards solve, and messages speak of the user's (decreasing) times."""
     if t.ndim not in (1, 2):
         raise ValueError(f"t must have shape (T,) or (batch, T), got shape {tuple(t.shape)}")
     if t.shape[-1] < 1:
@@ -205,10 +230,17 @@ def check_grid(t: torch.Tensor) -> torch.Tensor:
             where = torch.nonzero(steps <= 0)[0].tolist()
             prev, cur = list(where), list(where)
             cur[-1] += 1
+            if backwards:
+                raise ValueError(
+                    "t must be strictly increasing or strictly decreasing along its last "
+                    "dimension; it starts decreasing, but "
+                    f"t{cur} = {-td[tuple(cur)].item()} is not less than "
+                    f"t{prev} = {-td[tuple(prev)].item()}"
+                )
             raise ValueError(
-                "t must be strictly increasing along its last dimension; "
-                f"t{cur} = {td[tuple(cur)].item()} is not greater than "
-                f"t{prev} = {td[tuple(prev)].item()}"
+                "t must be strictly increasing (or strictly decreasing, to solve backwards "
+                f"in time) along its last dimension; t{cur} = {td[tuple(cur)].item()} is not "
+                f"greater than t{prev} = {td[tuple(prev)].item()}"
             )
     return t
 
