@@ -48,6 +48,9 @@ class FixedSchedule:
     # N entries (lanes,): where each step ends, exactly the next output time for the last
     # step of an interval (t + h may round past it)
     t_ends: tuple[torch.Tensor, ...] = ()
+    # N step sizes as Python floats when one lane takes them all: steps then cost as few
+    # operations as a hand-written loop (``_rk.combine``). Read once, when planned.
+    h_floats: tuple[float, ...] | None = None
 
 
 def refine_grid(t: torch.Tensor, jumps: torch.Tensor | None):
@@ -132,6 +135,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
     else:
         steps = torch.unique(out_step)
         record, gather = steps.tolist(), torch.searchsorted(steps, out_step)
+    h_floats = tuple(h[0].detach().tolist()) if lanes == 1 else None
     return FixedSchedule(
         ts.T.unbind(0),
         h.T.unbind(0),
@@ -141,6 +145,7 @@ def fixed_schedule(t: torch.Tensor, dt: float, max_steps: int) -> FixedSchedule:
         status,
         total.clamp(max=max_steps),
         te.T.unbind(0),
+        h_floats,
     )
 
 

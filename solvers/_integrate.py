@@ -25,8 +25,9 @@ import torch
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
 from ._controller import FixedSchedule
-from ._rk import State, lane_view
+from ._rk import ExplicitRungeKutta, State, lane_view, plan_steps
 from ._solution import Status
+from ._term import AbstractDerivativeTerm, ODETerm
 
 # Samples whose error norm is NaN or infinite this many times in a row are marked NONFINITE.
 _MAX_NONFINITE_REJECTIONS = 10
@@ -207,10 +208,24 @@ def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_
     N = len(sched.ts)
     t0 = t[:, 0]
     state0 = stepper.init(terms, t0, y0, f0)
+    # A Runge–Kutta method on a derivative term takes its planned steps with their sizes and
+    # stage times computed before the loop (``_rk.plan_steps``).
+    fast = None
+    if isinstance(stepper, ExplicitRungeKutta) and isinstance(terms, AbstractDerivativeTerm):
+        y00 = y0[0]
+        fast = plan_steps(
+            stepper.tableau, sched, y00.shape[0], y00.ndim, isinstance(terms, ODETerm)
+        )
 
     def run(carry, start, stop):
         y, state = carry
         kept = []
+        if fast is not None:
+            for k in range(start, stop):
+                y, state = stepper.planned_step(terms, fast[k], y, state)
+                if k + 1 in record_at:
+                    kept.append(y)
+            return (y, state), tuple(kept), {}
         for c0 in range(start, stop, _CHUNK):
             c1 = min(c0 + _CHUNK, stop)
             dws = controls.increments(c0, c1) if controls is not None else (None,) * (c1 - c0)

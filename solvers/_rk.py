@@ -13,7 +13,7 @@ from ._stepper import AbstractStepper
 from ._tableau import ButcherTableau
 from ._term import AbstractDerivativeTerm, DelayTerm
 
-__all__ = ["ExplicitRungeKutta"]
+__all__ = ["ExplicitRungeKutta", "plan_steps"]
 
 State = tuple[torch.Tensor, ...]
 
@@ -25,9 +25,30 @@ def lane_view(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return h.reshape(h.shape + (1,) * (x.ndim - 1))
 
 
-def combine(y: State, h: torch.Tensor, weights, ks: list[State]) -> State:
-    """``y + h Σ_j weights[j] k_j`` for every component, skipping zero weights."""
+def combine(y: State, h, weights, ks: list[State]) -> State:
+    """``y + h Σ_j weights[j] k_j`` for every component, skipping zero weights.
+
+    ``h`` is a ``(lanes,)`` tensor, or, when every lane takes the same step (planned steps),
+    a pair ``(float, tensor)`` of its value and the ``(1,)`` tensor it was computed as: each
+    nonzero weight is then one fused ``add(…, alpha=h·w)``, as few operations as a
+    hand-written loop. When the tensor requires grad (gradients with respect to the times),
+    ``(h - h.detach()) Σ w k`` is added: zero in value, so the result is the same to the bit
+    with and without gradients, and the step size's gradient in the backward pass.
+    """
     out = []
+    if isinstance(h, tuple):
+        hf, ht = h
+        for i, yi in enumerate(y):
+            acc = yi
+            for w, k in zip(weights, ks):
+                if w != 0.0:
+                    acc = torch.add(acc, k[i], alpha=hf * w)
+            if ht.requires_grad:
+                # zero in value; the gradient with respect to the step size
+                slope = sum(k[i] * w for w, k in zip(weights, ks) if w != 0.0)
+                acc = acc + lane_view(ht - ht.detach(), yi) * slope
+            out.append(acc)
+        return tuple(out)
     for i, yi in enumerate(y):
         acc = None
         for w, k in zip(weights, ks):
@@ -47,19 +68,26 @@ def rk_step(
     k1: State,
     t1=None,
     left: torch.Tensor | None = None,
+    times=None,
+    error: bool = True,
 ):
     """Take one step of size ``h`` from ``(t, y)``; ``k1 = field(t, y)`` is given.
 
     ``t1``, when given, is the exact end of the step (``t + h`` can round past an output
     time). ``left`` (``(lanes,)`` bool) marks lanes whose step ends on a jump of the vector
     field: every stage at the end of their step sees the left limit there, FSAL tableaus
-    included (the caller then evaluates the next step's first stage itself). Returns
-    ``(y1, error, stages)``; ``error`` is ``None`` for tableaus without an embedded estimate.
+    included (the caller then evaluates the next step's first stage itself). ``times``, when
+    given, are the times of stages 2..s, computed before the loop (:func:`plan_steps`);
+    ``error=False`` skips the error estimate. Returns ``(y1, error, stages)``; ``error`` is
+    ``None`` for tableaus without an embedded estimate (or when not asked for).
     """
     ks = [k1]
     yi = y
-    for ci, row in zip(tab.c, tab.a):
+    for i, (ci, row) in enumerate(zip(tab.c, tab.a)):
         yi = combine(y, h, row, ks)
+        if times is not None:
+            ks.append(field(times[i], yi))
+            continue
         ti = t + ci * h
         if ci == 1.0:
             end = ti if t1 is None else t1
@@ -76,9 +104,46 @@ def rk_step(
     # FSAL: the last stage was evaluated at the new state itself
     y1 = yi if tab.fsal else combine(y, h, tab.b, ks)
     err = None
-    if tab.b_error is not None:
+    if error and tab.b_error is not None:
         err = combine(tuple(torch.zeros_like(yi) for yi in y), h, tab.b_error, ks)
     return y1, err, ks
+
+
+def plan_steps(tab: ButcherTableau, sched, batch: int, ndim: int, broadcast: bool) -> list:
+    """What each step of a planned loop needs, computed before the loop in a few batched
+    operations (nothing is read back to the host): its size (for one lane the pair of
+    ``sched.h_floats`` and the tensor, see :func:`combine`; else the ``(lanes,)`` tensor) and
+    the times of its ``s`` stages.
+
+    The stage times are those :func:`rk_step` computes (``t + c h``; the left limit at the end
+    of the step for a stage at ``c = 1`` of a tableau that is not FSAL), to the bit. With
+    ``broadcast`` they are shaped ``(batch, 1, …, 1)`` for a state of ``ndim`` dimensions, as
+    the user's vector field gets them (``broadcast_time`` passes them through); else
+    ``(lanes,)``.
+    """
+    N = len(sched.ts)
+    if N == 0:
+        return []
+    ts = torch.stack(sched.ts)  # (N, lanes)
+    hs = torch.stack(sched.hs)
+    te = torch.stack(sched.t_ends)
+    cols = [ts]
+    for ci in tab.c:
+        ti = ts + ci * hs
+        if ci == 1.0 and not tab.fsal:
+            ti = torch.nextafter(te, ts)
+        cols.append(ti)
+    times = torch.stack(cols, dim=1)  # (N, s, lanes)
+    s = times.shape[1]
+    if broadcast:
+        times = times.reshape(N, s, -1, *(1,) * (ndim - 1))
+        times = times.expand(N, s, batch, *(1,) * (ndim - 1))
+    views = times.reshape(N * s, *times.shape[2:]).unbind(0)
+    if sched.h_floats is None:
+        steps = sched.hs
+    else:
+        steps = list(zip(sched.h_floats, sched.hs))
+    return [(steps[k], views[k * s : (k + 1) * s]) for k in range(N)]
 
 
 def dense(tab: ButcherTableau, y: State, h: torch.Tensor, ks: list[State], theta: torch.Tensor):
@@ -116,6 +181,7 @@ class ExplicitRungeKutta(AbstractStepper):
                 f"{type(tableau).__name__}"
             )
         self.tableau = tableau
+        self.has_dense_output = tableau.interpolant is not None
         self.name = tableau.name
         self.order = tableau.order
         self.error_order = tableau.error_order if tableau.adaptive else None
@@ -135,6 +201,15 @@ class ExplicitRungeKutta(AbstractStepper):
             return None
         fresh = terms.derivative(t, y)
         return tuple(torch.where(lane_view(where, a), b, a) for a, b in zip(state, fresh))
+
+    def planned_step(self, terms, planned, y, state):
+        """One step of a planned loop: ``planned`` is the step's entry of
+        :func:`plan_steps`; no error estimate, no dense output. Returns ``(y1, state)``."""
+        tab = self.tableau
+        h, times = planned
+        k1 = state if state is not None else terms.derivative(times[0], y)
+        y1, _, ks = rk_step(terms.derivative, tab, None, y, h, k1, times=times[1:], error=False)
+        return y1, (ks[-1] if tab.fsal else None)
 
     def interpolate(self, dense_info, theta):
         y, h, ks = dense_info
