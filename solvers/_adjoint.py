@@ -57,6 +57,8 @@ class Config:
     backward: tuple[FixedSchedule, ...] | None = None
     # An SDE's planned steps and Brownian increments (an SDESchedule), for one call
     noise: Any = None
+    # dense output: a list that receives every step the forward solve takes, or None
+    steps: list | None = None
 
     @property
     def dt(self) -> float | None:
@@ -78,7 +80,12 @@ def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> 
     terms, stepper and controller through the one loop."""
     terms = problem.terms()
     controls, schedule = None, None
-    if isinstance(terms, MultiTerm):
+    jumps = None if cfg.controller.planned else problem.jump_times()
+    if terms.keeps_history:
+        # a term that reads the solution's past (a DDE) is bound to a history of its own for
+        # this solve, and places the steps (on its breakpoints, none longer than a delay)
+        terms, schedule, jumps = terms.begin(cfg, y0, t)
+    elif isinstance(terms, MultiTerm):
         from ._sde import SDESchedule
 
         if cfg.noise is not None:
@@ -89,8 +96,6 @@ def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> 
         schedule = controls.sched
     elif cfg.controller.planned:
         schedule = cfg.fixed_schedule(t)
-    if problem.integrates_itself:
-        return problem.integrate(cfg, y0, t, f0, checkpoint_every=checkpoint_every)
     return integrate(
         cfg.method,
         terms,
@@ -103,7 +108,8 @@ def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> 
         norm=cfg.norm,
         max_steps=cfg.max_steps,
         checkpoint_every=checkpoint_every,
-        jumps=None if cfg.controller.planned else problem.jump_times(),
+        jumps=jumps,
+        steps=cfg.steps,
     )
 
 
@@ -237,7 +243,7 @@ class BacksolveAdjoint(AbstractAdjoint):
         terms = problem.terms()
         if isinstance(terms, MultiTerm):
             return self._sde_adjoint(method).refuses(problem, method)
-        if not isinstance(terms, AbstractDerivativeTerm) or problem.integrates_itself:
+        if not isinstance(terms, AbstractDerivativeTerm) or terms.keeps_history:
             return (
                 f"adjoint 'backsolve' does not handle a {type(problem).__name__} problem; "
                 "use adjoint='direct' or 'checkpoint'"

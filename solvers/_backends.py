@@ -31,6 +31,7 @@ class Supports:
     per_sample_times: bool
     methods: tuple[str, ...] | None = None
     backwards: bool = False
+    dense: bool = False
 
 
 class AbstractBackend:
@@ -57,6 +58,8 @@ class AbstractBackend:
                 f"backend {self.name!r} solves {', '.join(s.problems)} problems only, got "
                 f"{kind}{native}"
             )
+        if cfg.steps is not None and not s.dense:
+            raise ValueError(f"backend {self.name!r} has no dense output{native}")
         if adjoint.name not in s.adjoints:
             raise ValueError(
                 f"backend {self.name!r} has no {adjoint.name} adjoint; it offers "
@@ -86,6 +89,7 @@ class NativeBackend(AbstractBackend):
         adjoints=("direct", "checkpoint", "backsolve"),
         per_sample_times=True,
         backwards=True,
+        dense=True,
     )
 
     def solve(self, problem, y0, t, f0, cfg, adjoint, grid=None):
@@ -106,7 +110,12 @@ class NativeBackend(AbstractBackend):
         with torch.no_grad():
             bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
             status = torch.where(bad & (status == Status.SUCCESS), int(Status.NONFINITE), status)
-        return Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+        sol = Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+        if cfg.steps is not None:
+            from ._dense import DenseOutput
+
+            sol.dense = DenseOutput(cfg.method, cfg.steps, self.lanes(steps_t, cfg, B), B, status)
+        return sol
 
     @staticmethod
     def grid(problem, t: torch.Tensor, cfg, adjoint) -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._problems import AbstractProblem
-from ._term import AbstractDerivativeTerm, PartitionedTerm
+from ._term import AbstractDerivativeTerm, DelayTerm, PartitionedTerm
 
 __all__ = ["TimeReversed"]
 
@@ -75,7 +75,7 @@ class TimeReversed(AbstractProblem):
         kind = type(problem).__name__
         if isinstance(terms, PartitionedTerm):
             reversed_terms = _reversed_partitioned(terms)
-        elif isinstance(terms, AbstractDerivativeTerm) and not problem.integrates_itself:
+        elif isinstance(terms, AbstractDerivativeTerm) and not isinstance(terms, DelayTerm):
             reversed_terms = ReversedTerm(terms)
         else:
             raise ValueError(

@@ -74,6 +74,7 @@ class Solution:
         status_codes: ``(batch,)`` integer codes of :class:`Status`, on the solve's device.
         stats: counters (:class:`Stats`).
         detail: what the backend said about a failure, if anything.
+        dense: the steps' dense output (``solve(..., dense=True)``), for :meth:`evaluate`.
     """
 
     ts: torch.Tensor
@@ -81,6 +82,18 @@ class Solution:
     status_codes: torch.Tensor
     stats: Stats
     detail: str = ""
+    dense: object = None  # a DenseOutput when solved with dense=True
+
+    def evaluate(self, t) -> torch.Tensor:
+        """The solution at any times ``t`` inside the solved span, from the steps' own
+        interpolants, without solving again: ``t`` of shape ``(Q,)`` (shared) or
+        ``(batch, Q)`` (per sample); returns ``(batch, Q, *state)``. Needs
+        ``solve(..., dense=True)``. Differentiable under ``adjoint="direct"``."""
+        if self.dense is None:
+            raise ValueError(
+                "Solution.evaluate needs the steps' dense output: solve with dense=True"
+            )
+        return self.dense.evaluate(t)
 
     @property
     def status(self) -> tuple[Status, ...]:

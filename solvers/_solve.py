@@ -9,8 +9,9 @@ from ._backends import get_backend
 from ._controller import AbstractStepSizeController, ConstantStepSize, PIDController
 from ._problems import AbstractProblem
 from ._solution import Solution
-from ._stepper import AbstractStepper, get_method
+from ._stepper import AbstractStepper, get_method, methods
 from ._tableau import ButcherTableau
+from ._term import DelayTerm
 
 __all__ = ["solve"]
 
@@ -29,6 +30,7 @@ def solve(
     backend: str = "native",
     max_steps: int = 10_000,
     throw: bool = True,
+    dense: bool = False,
 ) -> Solution:
     """Solve ``problem`` from ``y0`` at ``t[..., 0]`` and return the solution at every ``t``.
 
@@ -58,6 +60,9 @@ def solve(
         max_steps: most steps per sample (attempted steps for adaptive methods).
         throw: raise :class:`SolverError` when any sample failed; with ``False`` failing
             samples are marked in ``Solution.status`` and the others finish.
+        dense: keep every step's dense information, so that ``Solution.evaluate(t)`` gives
+            the solution at any time inside the span (methods with an interpolant:
+            ``bosh3``, ``dopri5``, ``tsit5``; adjoints ``direct`` and ``backsolve``).
 
     Returns:
         A :class:`Solution` with ``ys`` of shape ``(batch, T, *state)``.
@@ -81,6 +86,9 @@ def solve(
     controller = resolve_controller(method, dt, controller)
     check_numbers(rtol, atol, max_steps)
     cfg = Config(method, controller, rtol, atol, max_steps)
+    if dense:
+        check_dense(problem, method, adjoint)
+        cfg.steps = []
     backend.check_supports(problem, cfg, adjoint, t)
     refusal = adjoint.refuses(problem, method)
     if refusal:
@@ -90,9 +98,31 @@ def solve(
     sol = backend.solve(problem, y0, t, f0, cfg, adjoint)
     if backwards:
         sol.ts = t_given
+        if sol.dense is not None:
+            sol.dense.sign = -1.0
     if throw:
         sol.raise_on_failure()
     return sol
+
+
+def check_dense(problem, method, adjoint) -> None:
+    """Refuse, naming what does, a dense output that cannot be had."""
+    if not method.has_dense_output:
+        fit = [n for n, m in methods().items() if m.has_dense_output and m.accepts(problem)]
+        raise ValueError(
+            f"dense=True: method {method.name!r} has no dense output (no interpolant); "
+            f"methods that have one: {', '.join(fit)}"
+        )
+    if adjoint.name == "checkpoint":
+        raise ValueError(
+            "dense=True is not available with adjoint 'checkpoint' (the recomputed segments "
+            "would record their steps again); use 'direct' or 'backsolve'"
+        )
+    if isinstance(problem.terms(), DelayTerm):
+        raise ValueError(
+            "dense=True is not available for a DDE problem (its history is the dense output "
+            "it keeps for itself)"
+        )
 
 
 def default_method(problem: AbstractProblem) -> str:
@@ -110,8 +140,6 @@ def resolve_method(problem: AbstractProblem, method) -> AbstractStepper:
     method = get_method(default_method(problem) if method is None else method)
     terms = problem.terms()
     if not isinstance(terms, method.term_types):
-        from ._stepper import methods
-
         kind = type(problem).__name__
         fit = [name for name, m in methods().items() if m.accepts(problem)]
         raise ValueError(

@@ -52,6 +52,8 @@ class AbstractStepper(abc.ABC):
     term_types: tuple[type, ...]
     error_order: int | None = None
     evals_per_step: int = 1
+    #: whether :meth:`interpolate` gives the solution inside a step (dense output)
+    has_dense_output: bool = False
 
     @property
     def adaptive(self) -> bool:
