@@ -1,21 +1,42 @@
-"""Delay differential equations, solved by the method of steps on the Runge–Kutta methods.
+"""Delay differential equations on the one loop: the problem, its history and its plan.
 
 ``dy/dt = f(t, y(t), [y(t - τ_1), ..., y(t - τ_K)])`` for ``t ≥ t0``, with ``y(t) = φ(t)`` for
 ``t < t0`` (the history) and ``y(t0) = y0``.
 
-The solution's past is kept as a piecewise polynomial: one entry per accepted step holding the
-coefficients of the step's interpolant in ``θ = (t - t_n) / h_n`` (the method's own dense
-output when its tableau has one, otherwise the cubic Hermite interpolant through both ends'
-values and slopes). A delayed value ``y(t - τ)`` is evaluated from the entry whose step
-contains ``t - τ``: the entry is picked on the host (step indices are piecewise constant in
-``τ``), the polynomial is evaluated on the device, so ``θ`` keeps its graph and gradients reach
-the delays. Steps are never longer than the smallest delay, so every delayed value lies in a
-step already accepted; and the step grid contains the points ``t0 + Σ n_i τ_i`` (up to the
-method's order) where the solution's derivatives jump.
+A DDE is integrated by the one loop (``_integrate``) like every other problem. Its term,
+:class:`~solvers.DelayTerm`, reads delayed values from a :class:`History`: the initial
+function before ``t0`` and, after it, a piecewise polynomial with one entry per step, filled
+from each accepted step's dense information (the tableau's own interpolant when it has one;
+the natural continuous extension of ``euler``, ``midpoint``, ``heun`` and ``rk4``; otherwise
+the cubic Hermite interpolant through both ends' values and slopes, which costs one more
+evaluation per step). The loop tells the term which step it takes (``step_begins``) and hands
+it every step (``accepted``); see ``AbstractTerm.keeps_history``.
+
+What keeps the method of steps exact:
+
+* steps are never longer than the smallest delay, so a delayed value lies in a step already
+  taken;
+* the steps land on the breakpoints ``t0 + Σ n_i τ_i`` (``1 ≤ Σ n_i ≤`` the method's order),
+  where the solution's derivatives jump: fixed steps split their intervals there, adaptive
+  steps take them as jump times;
+* at ``t0`` the solution may jump (a history that does not end at ``y0``): a stage at
+  ``t < t0 + τ_k`` reads the history, one at ``t ≥ t0 + τ_k`` the solution, with ``t0 + τ_k``
+  computed as the breakpoint is, so that the step that ends there sees the left limit and
+  the next one the right.
+
+Look-ups: the entries that a step's delayed values can fall into are found on the host, per
+step and delay (a range of entry indices); the entry of each lane inside that range is found
+on the device (``searchsorted`` over the range's step ends) and the polynomial evaluated
+there, so ``θ`` keeps its graph and gradients reach the delays, the times and ``y0``. A
+fixed-step solve plans every range before the loop: its loop reads nothing back to the host.
+An adaptive solve reads the step's two ends back once per step (besides the loop's own read).
+Entries are written once, by step number, so a checkpointed segment recomputed in the
+backward pass reads and leaves the history as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -25,33 +46,22 @@ import torch
 from torch import nn
 
 from ._controller import fixed_schedule
-from ._integrate import (
-    Outcome,
-    _gather_outputs,
-    checkpoint,
-    initial_step,
-    rms_norm,
-)
 from ._problems import AbstractProblem
-from ._rk import lane_view, rk_step
-from ._solution import Status
-from ._term import DelayTerm, FunctionTerm, broadcast_time
+from ._rk import ExplicitRungeKutta, lane_view
+from ._term import DelayTerm, broadcast_time
 
 __all__ = ["DDE"]
-
-# Samples whose error norm is NaN or infinite this many times in a row are marked NONFINITE.
-_MAX_NONFINITE_REJECTIONS = 10
 
 
 class DDE(AbstractProblem):
     """A delay differential equation ``dy/dt = f(t, y(t), y(t - τ))``.
 
     Args:
-        f: the vector field, called as ``f(t, y, y_delayed)`` with ``t`` of shape ``(batch,)``,
-            ``y`` of shape ``(batch, *state)`` and ``y_delayed`` of shape
-            ``(batch, K, *state)`` holding ``y(t - τ_k)`` for each of the ``K`` delays. It
-            returns ``dy/dt`` with the shape of ``y``. When ``f`` is an ``nn.Module`` its
-            parameters receive gradients.
+        f: the vector field, called as ``f(t, y, y_delayed)`` with ``t`` a
+            ``(batch, 1, ..., 1)`` tensor (broadcasting against ``y``), ``y`` of shape
+            ``(batch, *state)`` and ``y_delayed`` of shape ``(batch, K, *state)`` holding
+            ``y(t - τ_k)`` for each of the ``K`` delays. It returns ``dy/dt`` with the shape
+            of ``y``. When ``f`` is an ``nn.Module`` its parameters receive gradients.
         delays: the ``K`` delays, a 1-D tensor (a number or a 0-d tensor is one delay), all
             positive. It may be an ``nn.Parameter``: gradients reach the delays under the
             ``"direct"`` and ``"checkpoint"`` adjoints.
@@ -62,10 +72,6 @@ class DDE(AbstractProblem):
 
     The continuous adjoint (``adjoint="backsolve"``) is not available for delay equations.
     """
-
-    #: the method of steps keeps its own loops until the history is filled from the one
-    #: loop's dense output (see docs/architecture.md)
-    integrates_itself = True
 
     def __init__(
         self,
@@ -114,7 +120,7 @@ class DDE(AbstractProblem):
     def vector_field(self, t, y):
         raise TypeError(
             "DDE: the vector field needs the solution's past, so a DDE has no vector_field(t, y); "
-            "it is integrated by DDE.integrate (through solvers.solve)"
+            "solve it with solvers.solve"
         )
 
     def parameters(self):
@@ -129,13 +135,9 @@ class DDE(AbstractProblem):
             params.append(self._delays)
         return tuple(params)
 
-    # -----------------------------------------------------------------------------------------
-
     def past(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """The history at times ``t`` (``(batch,)`` or ``(1,)``), shaped like ``like``."""
-        if isinstance(self.history, torch.Tensor):
-            return self.history.to(like.dtype).expand(like.shape)
-        return self.history(t.expand(like.shape[0]))
+        return _past(self.history, t, like)
 
     def check(self, t0, y0):
         """Evaluate the history before ``t0`` and ``f`` once at ``t0``; check their shapes."""
@@ -176,138 +178,21 @@ class DDE(AbstractProblem):
             )
         return out
 
-    def integrate(self, cfg, y0, t, f0, *, checkpoint_every=None):
-        """The method of steps with ``cfg.method``'s tableau over a ``(lanes, T)`` grid."""
-        tab = getattr(cfg.method, "tableau", None)
-        if tab is None:
-            raise ValueError(
-                f"DDE: method {cfg.method.name!r} has no Runge–Kutta tableau; DDEs are solved "
-                "by the Runge–Kutta methods"
-            )
-        if not cfg.controller.planned:
-            return _integrate_adaptive(self, cfg, y0, t, f0, checkpoint_every)
-        return _integrate_fixed(self, cfg, y0, t, f0, checkpoint_every)
-
     def __repr__(self):
         return f"DDE({self.f!r}, delays={self.delays.tolist()})"
 
 
+def _past(history, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(history, torch.Tensor):
+        return history.to(like.dtype).expand(like.shape)
+    return history(t.expand(like.shape[0]))
+
+
 # ---------------------------------------------------------------------------------------------
-# The solution's past
+# Planning: breakpoints, the step bound and the fixed steps
 
 
-class _History:
-    """Accepted steps as polynomials in θ, and delayed values looked up from them.
-
-    Entry ``e`` holds ``start`` and ``h`` (``(lanes,)``) and coefficients ``C`` of shape
-    ``(batch, P, *state)`` with ``y(start + θ h) = Σ_m C[:, m] θ^m``. Entry 0 is the initial
-    point itself (``h = 0``). Entries are written once, by index, so that a checkpointed
-    segment recomputed in the backward pass leaves the store as it was.
-    """
-
-    def __init__(self, problem: DDE, tab, y0, t0, lanes: int, delays):
-        self.problem = problem
-        self.batch = y0.shape[0]
-        self.lanes = lanes
-        self.taus = delays.unbind(0)
-        self.K = len(self.taus)
-        if tab.interpolant is not None:
-            self.coef = torch.tensor(tab.interpolant, dtype=y0.dtype, device=y0.device).T
-        else:
-            self.coef = None  # cubic Hermite
-        P = 1 + (self.coef.shape[0] if self.coef is not None else 3)
-        self.P = P
-        zeros = torch.zeros((y0.shape[0], P - 1, *y0.shape[1:]), dtype=y0.dtype, device=y0.device)
-        self.C = [torch.cat([y0[:, None], zeros], dim=1).unbind(1)]
-        self.start = [t0]
-        self.h = [torch.zeros_like(t0)]
-        self.arange = torch.arange(self.batch, device=y0.device)
-
-    def put(self, e: int, C, start, h) -> None:
-        if e == len(self.C):
-            self.C.append(C.unbind(1))
-            self.start.append(start)
-            self.h.append(h)
-
-    def coefficients(self, y, y1, h, ks, f1=None):
-        """The step's interpolant from its stages (or its end slopes, for Hermite)."""
-        hv = lane_view(h, y)
-        if self.coef is None:
-            f0 = ks[0][0]
-            d = y1 - y
-            return torch.stack(
-                [y, hv * f0, 3 * d - hv * (2 * f0 + f1), -2 * d + hv * (f0 + f1)], dim=1
-            )
-        K = torch.stack([k[0] for k in ks], dim=1).flatten(2)  # (batch, s, n)
-        rest = (self.coef @ K).reshape((y.shape[0], self.P - 1, *y.shape[1:]))
-        return torch.cat([y[:, None], lane_view(h, rest) * rest], dim=1)
-
-    def value(self, s, idx_h: np.ndarray, idx_d, like):
-        """``y(s)`` for ``s`` of shape ``(lanes,)``, ``idx_h`` the entry of each lane (-1: the
-        history); ``idx_d`` is the same on the device (only needed when lanes differ)."""
-        hist = idx_h < 0
-        if hist.all():
-            return self.problem.past(s, like)
-        lo, hi = max(int(idx_h.min()), 0), int(idx_h.max())
-        if lo == hi:
-            C, start, h = self.C[lo], self.start[lo], self.h[lo]
-        else:
-            sel = idx_d.clamp(lo, hi) - lo
-            C = tuple(
-                torch.stack([self.C[e][m] for e in range(lo, hi + 1)])[sel, self.arange]
-                for m in range(self.P)
-            )
-            start = torch.stack(self.start[lo : hi + 1]).gather(0, sel[None])[0]
-            h = torch.stack(self.h[lo : hi + 1]).gather(0, sel[None])[0]
-        positive = h > 0
-        theta = torch.where(positive, (s - start) / torch.where(positive, h, 1.0), 0.0)
-        th = lane_view(theta, C[0])
-        v = C[-1]
-        for m in range(self.P - 2, -1, -1):
-            v = v * th + C[m]
-        if hist.any():
-            v = torch.where(lane_view(idx_d < 0, v), self.problem.past(s, like), v)
-        return v
-
-    def field(self, plans):
-        """The vector field for ``rk_step``: each call takes the next lookup plan."""
-        f, _batch = self.problem.f, self.batch
-        it = iter(plans)
-
-        def field(tt, y):
-            idx_h, idx_d = next(it)
-            yd = torch.stack(
-                [
-                    self.value(tt - tau, idx_h[k], None if idx_d is None else idx_d[k], y[0])
-                    for k, tau in enumerate(self.taus)
-                ],
-                dim=1,
-            )
-            return (f(broadcast_time(tt, y[0]), y[0], yd),)
-
-        return field
-
-
-def _locate(ends, t0, q, limit, right, tol) -> np.ndarray:
-    """Entry index of each query: the first entry whose end is at or after it, or -1 for the
-    history.
-
-    ``ends`` ``(lanes, E)`` non-decreasing per lane, ``q`` ``(lanes, Q)``; indices are clamped
-    to ``limit`` (the last entry already written) against round-off. The solution may jump at
-    ``t0`` (a history that does not end at ``y0``), so a query within ``tol`` of ``t0`` takes
-    the side of the step that asks: ``right`` marks the first stage of a step (whose delayed
-    interval starts at ``t0``: the solution), the other stages look from the left (their
-    delayed interval ends at ``t0``: the history). Away from ``t0`` the solution is continuous
-    and either neighbouring entry gives the same value.
-    """
-    ends = torch.from_numpy(np.ascontiguousarray(ends))
-    idx = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(q))).numpy()
-    idx = np.minimum(idx, limit)
-    edge = t0[:, None] + np.where(right, -tol, tol)
-    return np.where(q < edge, -1, idx)
-
-
-def _breakpoint_offsets(delays: torch.Tensor, order: int, span: float):
+def _breakpoint_offsets(delays: torch.Tensor, order: int, span: float) -> torch.Tensor:
     """``Σ_i n_i τ_i`` for ``1 ≤ Σ n_i ≤ order``, below ``span``: where the derivatives of the
     solution may jump (Bellen & Zennaro, Numerical methods for delay differential equations,
     OUP 2003, ch. 4). Returns the offsets with their graph on the delays, sorted, unique."""
@@ -322,429 +207,287 @@ def _breakpoint_offsets(delays: torch.Tensor, order: int, span: float):
     host = off.detach().cpu().numpy()
     keep = np.nonzero(host < span)[0]
     if keep.size == 0:
-        return off[:0], host[:0]
+        return off[:0]
     _, first = np.unique(host[keep], return_index=True)  # sorted by value
-    chosen = torch.from_numpy(keep[first]).to(delays.device)
-    return off[chosen], host[keep[first]]
-
-
-def _cast_host(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy()
+    return off[torch.from_numpy(keep[first]).to(delays.device)]
 
 
 def _tolerance(t: torch.Tensor) -> float:
-    """How close to ``t0`` a delayed time counts as ``t0`` itself (round-off of the times)."""
+    """Round-off of the times: how far a host-side range of entries is widened."""
     scale = max(1.0, float(t.detach().abs().max()))
     return 64 * torch.finfo(t.dtype).eps * scale
 
 
-# ---------------------------------------------------------------------------------------------
-# Fixed step
+# Natural continuous extensions u(θ) = y0 + h Σ_j b_j(θ) k_j of the built-in tableaus without
+# an interpolant, as rows of θ^1, θ^2, ... coefficients per stage (the format of
+# ButcherTableau.interpolant). Their uniform order (1, 2, 2, 3) keeps the method's order on a
+# DDE (Bellen & Zennaro, th. 5.2.1: order min(p, q + 1)) without evaluating f at the end.
+_EXTENSIONS = {
+    "euler": ((1.0,),),
+    "midpoint": ((1.0, -1.0), (0.0, 1.0)),
+    "heun": ((1.0, -0.5), (0.0, 0.5)),
+    "rk4": ((1.0, -1.5, 2 / 3), (0.0, 1.0, -2 / 3), (0.0, 1.0, -2 / 3), (0.0, -0.5, 2 / 3)),
+}
 
 
-def _integrate_fixed(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outcome:
-    """Fixed steps of at most ``min(dt, τ_min)`` on the output grid joined with the
-    breakpoints. Every lookup is planned before the loop; the loop does not synchronise."""
-    tab = cfg.method.tableau
-    lanes, T = t.shape
-    batch = y0.shape[0]
-    delays = problem.delays.to(y0.dtype)
+def _interpolant(tab):
+    """The tableau's interpolant rows, a natural continuous extension, or ``None`` (cubic
+    Hermite)."""
+    if tab.interpolant is not None:
+        return tab.interpolant
+    rows = _EXTENSIONS.get(tab.name)
+    if rows is not None and len(rows) == len(tab.b):
+        if all(abs(sum(r) - b) < 1e-12 for r, b in zip(rows, tab.b)):
+            return rows
+    return None
+
+
+def begin(term: DelayTerm, cfg, y0: torch.Tensor, t: torch.Tensor):
+    """Bind ``term`` to a fresh :class:`History` for one solve over the ``(lanes, T)`` grid
+    ``t``; returns ``(bound term, planned steps or None, jump times or None)``."""
+    stepper = cfg.method
+    if not isinstance(stepper, ExplicitRungeKutta):  # pragma: no cover - refused in solve
+        raise ValueError(f"DDE: method {stepper.name!r} is not a Runge–Kutta method")
+    tab = stepper.tableau
+    delays = term.delays.reshape(-1).to(y0.dtype)
     tau_min = float(delays.detach().min())
-    dt = min(cfg.dt, tau_min)
-    span = float((t[:, -1] - t[:, 0]).detach().max())
-    off, _ = _breakpoint_offsets(delays, tab.order, span)
+    t0, tend = t[:, 0], t[:, -1]
+    span = float((tend - t0).detach().max())
+    off = _breakpoint_offsets(delays, tab.order, span)
+    history = History(term, tab, y0, t, delays, tau_min)
+    if not cfg.controller.planned:
+        jumps = (t0[:, None] + off[None]) if off.shape[0] else None
+        return history.term, None, jumps
+    # Fixed steps of at most min(dt, τ_min) on the output grid joined with the breakpoints;
+    # the outputs are gathered back from among them.
+    T = t.shape[1]
     if off.shape[0]:
-        bp = torch.minimum(t[:, :1] + off[None], t[:, -1:])
+        bp = torch.minimum(t0[:, None] + off[None], tend[:, None])
         grid, perm = torch.sort(torch.cat([t, bp], dim=1), dim=1, stable=True)
         pos = torch.argsort(perm, dim=1)[:, :T]
     else:
         grid, pos = t, None
-    sched = fixed_schedule(grid, dt, cfg.max_steps)
-    N = len(sched.ts)
-    store = _History(problem, tab, y0, grid[:, 0], lanes, delays)
-
-    # Plan every lookup before the loop. Per step: the stages 2..s (from the left), the next
-    # step's first stage (from the right) and, for the cubic Hermite interpolant, the slope at
-    # the step's end from the left (one more evaluation, only where the two sides differ).
-    c = np.array(tab.c, dtype=np.float64)
-    K = delays.shape[0]
-    tol = _tolerance(t)
-    if N:
-        ts = _cast_host(torch.stack(sched.ts))  # (N, lanes)
-        hs = _cast_host(torch.stack(sched.hs))
-        taus = _cast_host(delays)
-        t0h = ts[0]
-        ends = np.concatenate([t0h[None], ts + hs], axis=0).T  # (lanes, N + 1)
-        stage_t = ts[:, None, :] + c.astype(ts.dtype)[None, :, None] * hs[:, None, :]
-        nxt = np.concatenate([ts[1:], ts[-1:]], axis=0)[:, None, :]
-        qt = np.concatenate([stage_t, nxt, nxt], axis=1)  # (N, S + 1, lanes)
-        q = qt[:, :, None, :] - taus[None, None, :, None]  # (N, S + 1, K, lanes)
-        Q = q.shape[1]
-        right = np.zeros(q.shape, dtype=bool)
-        right[:, -2] = True
-        flat = np.moveaxis(q, -1, 0).reshape(lanes, -1)
-        limit = np.repeat(np.arange(N), Q * K)[None]
-        right = np.moveaxis(right, -1, 0).reshape(lanes, -1)
-        idx = _locate(ends, t0h, flat, limit, right, tol)
-        idx = np.moveaxis(idx.reshape(lanes, N, Q, K), 0, -1)  # (N, Q, K, lanes)
-        both_sides = (idx[:, -1] != idx[:, -2]).any(axis=(1, 2))  # (N,)
-        idx_d = None
-        if lanes > 1:
-            idx_d = torch.from_numpy(idx).to(y0.device).unbind(0)
-    record_at = set(sched.record)
-    records: dict[int, torch.Tensor] = {0: y0}
-    nfe = 0
-
-    def run(start: int, stop: int, y, k1):
-        nonlocal nfe
-        for n in range(start, stop):
-            plans = [(idx[n, i], None if idx_d is None else idx_d[n][i]) for i in range(Q)]
-            field = store.field(plans[:-2])
-            y1, _, ks = rk_step(field, tab, sched.ts[n], (y,), sched.hs[n], (k1,))
-            y1 = y1[0]
-            nfe += tab.stages - 1
-            if n + 1 < N:
-                if tab.fsal and not both_sides[n]:
-                    k1_next = ks[-1][0]
-                else:
-                    k1_next = store.field(plans[-2:-1])(sched.ts[n + 1], (y1,))[0]
-                    nfe += 1
-                f1 = k1_next
-                if store.coef is None and both_sides[n]:
-                    f1 = store.field(plans[-1:])(sched.ts[n + 1], (y1,))[0]
-                    nfe += 1
-                C = store.coefficients(y, y1, sched.hs[n], ks, f1)
-                store.put(n + 1, C, sched.ts[n], sched.hs[n])
-            else:
-                k1_next = k1
-            if n + 1 in record_at and n + 1 not in records:
-                records[n + 1] = y1
-            y, k1 = y1, k1_next
-        return y, k1
-
-    y, k1 = y0, f0
-    if checkpoint_every is None or N == 0:
-        y, k1 = run(0, N, y, k1)
-    else:
-        if checkpoint_every == "auto":
-            checkpoint_every = max(1, math.isqrt(N))
-        for start in range(0, N, checkpoint_every):
-            stop = min(start + checkpoint_every, N)
-            y, k1 = checkpoint(lambda y_, k_, a=start, b=stop: run(a, b, y_, k_), y, k1)
-    kept = [(records[r],) for r in sched.record]
-    (ys,) = _gather_outputs(kept, sched.gather, sched.unreached, batch)
+    sched = fixed_schedule(grid, min(cfg.controller.dt, tau_min), cfg.max_steps)
     if pos is not None:
-        if lanes == 1:
-            ys = ys[:, pos[0]]
-        else:
-            ix = pos.reshape(pos.shape + (1,) * (ys.ndim - 2)).expand(-1, -1, *ys.shape[2:])
-            ys = ys.gather(1, ix)
-    counts = sched.n_steps.clone()
-    return Outcome((ys,), (y,), sched.status.clone(), counts, torch.zeros_like(counts), nfe)
+        lanes, Tg = grid.shape
+        gather = sched.gather
+        if gather is None:
+            gather = torch.arange(Tg, device=t.device).expand(lanes, -1)
+        unreached = sched.unreached
+        sched = dataclasses.replace(
+            sched,
+            gather=gather.gather(1, pos),
+            unreached=None if unreached is None else unreached.gather(1, pos),
+        )
+    history.plan(sched, off)
+    return history.term, sched, None
 
 
 # ---------------------------------------------------------------------------------------------
-# Adaptive
+# The solution's past
 
 
-def _integrate_adaptive(problem: DDE, cfg, y0, t, f0, checkpoint_every) -> Outcome:
-    """Adaptive steps per sample, clamped to the smallest delay and stopping on every
-    breakpoint ``t0 + Σ n_i τ_i``. Synchronises once per step: the host picks the entries
-    that the next step's delayed values fall into."""
-    tab, ctrl = cfg.method.tableau, cfg.controller
-    lanes, T = t.shape
-    dev, dtype = y0.device, y0.dtype
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    delays = problem.delays.to(dtype)
-    taus = _cast_host(delays).astype(np_dtype)
-    tau_min = float(taus.min())
-    t0, tend = t[:, 0], t[:, -1]
-    t_host = np.ascontiguousarray(_cast_host(t).astype(np_dtype))
-    t0h, tendh = t_host[:, 0], t_host[:, -1]
-    span = float((tendh - t0h).max())
-    off, off_h = _breakpoint_offsets(delays, tab.order, span)
-    J = off.shape[0]
-    bp_dev = t0[:, None] + off[None] if J else None  # (lanes, J)
-    bp_h = (t0h[:, None] + off_h.astype(np_dtype)[None]) if J else None
-    store = _History(problem, tab, y0, t0, lanes, delays)
-    norm = lambda e, a, b: rms_norm(e, a, b, cfg.rtol, cfg.atol)  # noqa: E731
-    k_order = tab.error_order + 1
-    eps = float(torch.finfo(dtype).eps)
-    c = np.array(tab.c, dtype=np_dtype)
-    K = len(taus)
-    tol = _tolerance(t)
-    # The first step: Hairer's heuristic with the delayed values from the history and y0 (the
-    # trial step is at most the smallest delay, so it reaches back to t0 at the latest).
-    if ctrl.first_step is None:
-        with torch.no_grad():
+class History:
+    """The solution's past for one solve: the initial function before ``t0``, then one
+    polynomial in ``θ = (s - start) / h`` per step.
 
-            def field0(tt, y):
-                yd = []
-                for tau in store.taus:
-                    s = tt - tau
-                    v = torch.where(lane_view(s < t0, y0), problem.past(s, y0), y0)
-                    yd.append(v)
-                return (problem.f(broadcast_time(tt, y[0]), y[0], torch.stack(yd, dim=1)),)
+    Entry ``e`` holds ``start``, ``h`` and ``end`` (``(lanes,)``) and coefficients ``C``
+    (``(batch, P, *state)``) with ``y(start + θ h) = Σ_m C[:, m] θ^m``. Entry 0 is the initial
+    point itself (``h = 0``); entry ``n + 1`` is step ``n`` (a lane that rejected the step, or
+    took none, holds the point where it stands, ``h = 0``). Entries are written once.
+    """
 
-            limit = torch.clamp((tend - t0).detach(), max=tau_min)
-            term0 = FunctionTerm(field0)
-            h = initial_step(term0, (y0,), (f0,), t0.detach(), norm, tab.order, limit)
-    else:
-        h = torch.full_like(t0.detach(), float(ctrl.first_step))
-    h = h.clamp(max=tau_min)
+    def __init__(self, term: DelayTerm, tab, y0, t, delays, tau_min: float):
+        self.history = term.history
+        self.f = term.f
+        self.tab = tab
+        self.lanes = t.shape[0]
+        self.batch = y0.shape[0]
+        self.taus = delays  # (K,), with its graph
+        self.K = delays.shape[0]
+        self.taus_h = delays.detach().cpu().numpy().astype(np.float64)
+        self.tau_min = tau_min
+        self.t0 = t[:, 0]
+        # t < t0 + τ_k reads the history (computed as the breakpoints are)
+        self.first = (self.t0.detach()[:, None] + delays.detach()[None]).unbind(1)
+        self.t0_h = t[:, 0].detach().cpu().numpy().astype(np.float64)
+        self.tend_h = t[:, -1].detach().cpu().numpy().astype(np.float64)
+        self.tol = _tolerance(t)
+        rows = _interpolant(tab)
+        self.coef = None
+        if rows is not None:
+            self.coef = torch.tensor(rows, dtype=y0.dtype, device=y0.device).T  # (deg, s)
+        self.P = 1 + (self.coef.shape[0] if self.coef is not None else 3)
+        zeros = torch.zeros((self.batch, self.P - 1, *y0.shape[1:]), dtype=y0.dtype)
+        self.C = [torch.cat([y0[:, None], zeros.to(y0.device)], dim=1)]
+        self.start = [self.t0]
+        self.h = [torch.zeros_like(self.t0)]
+        self.end = [self.t0.detach()]
+        # host copy of the entries' ends, (lanes, capacity), +inf beyond the last
+        self.ends_h = np.full((self.lanes, 64), np.inf)
+        self.ends_h[:, 0] = self.t0_h
+        self.n_host = 1
+        self.planned = None  # fixed steps: the ranges of every step, planned before the loop
+        self.ranges = None  # the current step's ranges: K tuples (lo, hi, needs history)
+        self.left_end = None  # fixed steps: steps whose last (FSAL) stage must be re-taken
+        self.arange = torch.arange(self.batch, device=y0.device)
+        self.term = term.bound(self)
 
-    # Host state, advanced only the first time a step runs (a checkpointed segment recomputed
-    # in the backward pass replays the recorded plans).
-    host = dict(
-        tcur=t0h.copy(),
-        h=_cast_host(h).astype(np_dtype),
-        done=np.full(lanes, T == 1),
-        idx=np.ones(lanes, dtype=np.int64),
-        bp=np.zeros(lanes, dtype=np.int64),
-        ends=[t0h.copy()],
-        n_acc=np.zeros(lanes, dtype=np.int64),
-        n_rej=np.zeros(lanes, dtype=np.int64),
-        n_bad=np.zeros(lanes, dtype=np.int64),
-        status=np.zeros(lanes, dtype=np.int64),
-        lo=0,
-        nfe=0,
-    )
-    plans: list[dict] = []
-    events: dict[int, list] = {}
-    S = len(c) + 1
-    stage_evals = S - 1 if tab.fsal else S
+    # -- the loop's hooks ---------------------------------------------------------------------
 
-    def make_plan():
-        """Host decisions of the next step: its size and where its delayed values lie."""
-        s = host
-        while J:
-            nxt = bp_h[np.arange(lanes), np.minimum(s["bp"], J - 1)]
-            past = (s["bp"] < J) & (nxt <= s["tcur"])
-            if not past.any():
-                break
-            s["bp"] = s["bp"] + past
-        active = ~s["done"]
-        remaining = tendh - s["tcur"]
-        has_bp = s["bp"] < J
-        to_bp = (
-            bp_h[np.arange(lanes), np.minimum(s["bp"], J - 1)] - s["tcur"]
-            if J
-            else np.full(lanes, np.inf, dtype=np_dtype)
-        )
-        use_bp = has_bp & (to_bp < remaining)
-        target = np.where(use_bp, to_bp, remaining)
-        hc = np.minimum(s["h"], np_dtype(tau_min))
-        hit = hc >= target
-        hstep = np.where(active, np.where(hit, target, hc), 0).astype(np_dtype)
-        t1 = np.where(
-            hit & active,
-            np.where(use_bp, s["tcur"] + to_bp, tendh),
-            s["tcur"] + hstep,
-        )
-        if J:
-            t1 = np.where(
-                hit & active & use_bp, bp_h[np.arange(lanes), np.minimum(s["bp"], J - 1)], t1
+    def step_begins(self, n: int, t0: torch.Tensor, t1: torch.Tensor) -> None:
+        """Step ``n`` goes from ``t0`` to ``t1`` (``(lanes,)``): find the entries that its
+        delayed values fall into (planned: looked up; adaptive: one read back to the host)."""
+        if self.planned is not None:
+            self.ranges = self.planned[n]
+            return
+        pending = self.end[self.n_host :]
+        host = torch.stack([t0.detach(), t1.detach(), *pending]).cpu().numpy()
+        self._sync_ends(host[2:])
+        self.ranges = self._ranges(host[0], host[1], n)
+
+    def accepted(self, n: int, t0, t1, y1, dense, accept) -> None:
+        """Step ``n`` from ``t0`` to ``t1`` ended at ``y1`` with the stepper's ``dense``
+        information; ``accept`` (``(lanes,)`` bool, or ``None``: every lane) says which lanes
+        keep it. Adds entry ``n + 1`` (the first time only: a recomputed checkpoint segment
+        computes the same coefficients again and leaves the history as it was)."""
+        y, h, ks = dense
+        y, y1, ks = y[0], y1[0], [k[0] for k in ks]
+        if self.left_end is not None and self.left_end[n]:
+            # an FSAL stage at a breakpoint t0 + τ_k saw the right limit: the interpolant of
+            # this step needs the left one
+            ks[-1] = self.derivative(torch.nextafter(t1, t0), (y1,))[0]
+        hv = lane_view(h, y)
+        if self.coef is None:  # cubic Hermite: the slope at the end, from the left
+            f0 = ks[0]
+            f1 = self.derivative(torch.nextafter(t1, t0), (y1,))[0]
+            d = y1 - y
+            C = torch.stack(
+                [y, hv * f0, 3 * d - hv * (2 * f0 + f1), -2 * d + hv * (f0 + f1)], dim=1
             )
-        # Queries: the stages 2..s (from the left), then the first stage at tcur and at t1,
-        # each from the right and from the left (see _locate).
-        stage_t = s["tcur"][:, None] + c[None] * hstep[:, None]  # (lanes, S - 1)
-        tc, te = s["tcur"][:, None], t1[:, None]
-        qt = np.concatenate([stage_t, tc, tc, te, te], axis=1)
-        Q = qt.shape[1]
-        right = np.zeros((lanes, Q, K), dtype=bool)
-        right[:, [Q - 4, Q - 2]] = True
-        q = (qt[:, :, None] - taus[None, None]).reshape(lanes, -1)
-        ends = np.stack(s["ends"][s["lo"] :], axis=1)  # (lanes, E - lo)
-        idx = _locate(ends, t0h, q, ends.shape[1] - 1, right.reshape(lanes, -1), tol)
-        idx = np.where(idx < 0, -1, idx + s["lo"])
-        idx = idx.reshape(lanes, Q, K).transpose(1, 2, 0)  # (Q, K, lanes)
-        idx_d = None
-        if lanes > 1 and (idx.min(-1) != idx.max(-1)).any():
-            idx_d = torch.from_numpy(idx).to(dev)
-        looks = [(idx[i], None if idx_d is None else idx_d[i]) for i in range(Q)]
-        differ = [bool((idx[i] != idx[i + 1]).any()) for i in (Q - 4, Q - 2)]
-        # Entries that no later step can reach are dropped from the host search.
-        bound = s["tcur"] + hstep - 2 * taus.max()
-        ends_lane = np.stack(s["ends"][s["lo"] :], axis=0)  # (E - lo, lanes)
-        s["lo"] += int((ends_lane < bound[None]).all(1).cumprod().sum())
-        plan = dict(
-            hit=torch.from_numpy(hit & active).to(dev),
-            use_bp=torch.from_numpy(use_bp).to(dev),
-            bp_idx=torch.from_numpy(np.minimum(s["bp"], max(J - 1, 0))).to(dev),
-            active=torch.from_numpy(active).to(dev),
-            hstep_h=hstep,
-            t1_h=t1,
-            stages=looks[: Q - 4],
-            # the carried first stage came from the left (FSAL): re-evaluate it from the right
-            k1=looks[Q - 4] if tab.fsal and differ[0] else None,
-            k1_next=looks[Q - 2],
-            f1_left=looks[Q - 1] if store.coef is None and differ[1] else None,
-        )
-        plans.append(plan)
-
-    def step(m: int, y, k1, tcur, h, prev1, prev2):
-        if m == len(plans):
-            make_plan()
-        p = plans[m]
-        active = p["active"]
-        hc = h.clamp(max=tau_min)
-        if J:
-            bpt = bp_dev.gather(1, p["bp_idx"][:, None])[:, 0]
-            target_t = torch.where(p["use_bp"], bpt, tend)
         else:
-            target_t = tend
-        hstep = torch.where(p["hit"], target_t - tcur, hc)
-        hstep = torch.where(active, hstep, torch.zeros_like(hstep))
-        t1 = torch.where(p["hit"], target_t, tcur + hstep)
-        if p["k1"] is not None:
-            k1 = store.field([p["k1"]])(tcur, (y,))[0]
-        y1, err, ks = rk_step(store.field(p["stages"]), tab, tcur, (y,), hstep, (k1,))
-        y1 = y1[0]
-        k1_next = ks[-1][0] if tab.fsal else store.field([p["k1_next"]])(t1, (y1,))[0]
-        f1 = k1_next
-        if p["f1_left"] is not None:
-            f1 = store.field([p["f1_left"]])(t1, (y1,))[0]
-        with torch.no_grad():
-            en = norm((err[0].detach(),), (y.detach(),), (y1.detach(),))
-            finite = torch.isfinite(en)
-            accept = active & finite & (en <= 1)
-            factor = ctrl.factor(en, prev1, prev2, k_order)
-            factor = torch.where(finite, factor, torch.full_like(factor, ctrl.factor_min))
-            factor = torch.where(accept, factor, factor.clamp(max=1.0))
-            h_new = torch.where(active, hstep.detach() * factor, h)
-        if "accept" not in p:
-            # The one read back to the host per step.
-            p["accept"] = accept.cpu().numpy()
-            p["h_new"] = h_new.cpu().numpy().astype(np_dtype)
-            p["finite"] = finite.cpu().numpy()
-            _advance(p)
-        acc = p["accept"]
-        accept_d = torch.from_numpy(acc).to(dev) if "accept_d" not in p else p["accept_d"]
-        p["accept_d"] = accept_d
-        av = lane_view(accept_d, y)
-        if acc.any():
-            C = store.coefficients(y, y1, hstep, ks, f1)
-            keep = torch.cat([y[:, None], torch.zeros_like(C[:, 1:])], dim=1)
-            C = torch.where(lane_view(accept_d, C), C, keep)
-            hk = torch.where(accept_d, hstep, torch.zeros_like(hstep))
-            store.put(p["entry"], C, tcur, hk)
-            # Outputs inside the step, from its interpolant (recomputed identically when a
-            # checkpointed segment is replayed; kept the first time).
-            out = []
-            for r in range(p["n_events"]):
-                j = torch.from_numpy(p["event_j"][r]).to(dev)
-                tq = t.gather(1, j[:, None])[:, 0]
-                pos = hstep > 0
-                theta = torch.where(pos, (tq - tcur) / torch.where(pos, hstep, 1.0), 1.0)
-                v = _poly(C, theta)
-                at_end = torch.from_numpy(p["event_end"][r]).to(dev)
-                out.append(torch.where(lane_view(at_end, v), y1, v))
-            events.setdefault(m, out)
-        return (
-            torch.where(av, y1, y),
-            torch.where(av, k1_next, k1),
-            torch.where(accept_d, t1, tcur),
-            h_new,
-            torch.where(accept_d, en, prev1),
-            torch.where(accept_d, prev1, prev2),
-        )
+            K = torch.stack(ks, dim=1).flatten(2)  # (batch, s, n)
+            rest = (self.coef @ K).reshape((y.shape[0], self.P - 1, *y.shape[1:]))
+            C = torch.cat([y[:, None], lane_view(h, rest) * rest], dim=1)
+        end = t1.detach()
+        if accept is not None:
+            still = torch.cat([y[:, None], torch.zeros_like(C[:, 1:])], dim=1)
+            C = torch.where(lane_view(accept, C), C, still)
+            h = torch.where(accept, h, torch.zeros_like(h))
+            end = torch.where(accept, end, t0.detach())
+        if n + 1 == len(self.C):
+            self.C.append(C)
+            self.start.append(t0)
+            self.h.append(h)
+            self.end.append(end)
 
-    def _advance(p):
-        """Update the host state after a step, from what the device decided."""
-        s = host
-        acc, active = p["accept"], ~s["done"]
-        t1_h = p["t1_h"]
-        s["h"] = p["h_new"]
-        s["nfe"] += stage_evals + (p["k1"] is not None) + (p["f1_left"] is not None)
-        # Outputs passed by the accepted step, from the dense output.
-        passed = torch.searchsorted(
-            torch.from_numpy(t_host), torch.from_numpy(t1_h[:, None]), right=True
-        )[:, 0].numpy()
-        n_out = np.where(acc, passed - s["idx"], 0)
-        p["n_events"] = int(n_out.max()) if acc.any() else 0
-        p["event_j"] = [np.minimum(s["idx"] + r, T - 1) for r in range(p["n_events"])]
-        p["event_valid"] = [r < n_out for r in range(p["n_events"])]
-        p["event_end"] = [
-            t_host[np.arange(lanes), p["event_j"][r]] >= t1_h for r in range(p["n_events"])
-        ]
-        p["event_idx"] = s["idx"].copy()
-        s["idx"] = s["idx"] + n_out
-        if acc.any():
-            p["entry"] = len(s["ends"])
-            s["ends"].append(np.where(acc, t1_h, s["tcur"]).astype(np_dtype))
-        s["n_acc"] += acc
-        s["n_rej"] += active & ~acc
-        s["n_bad"] = np.where(active & ~p["finite"], s["n_bad"] + 1, 0)
-        reached = acc & (t1_h >= tendh)
-        s["tcur"] = np.where(acc, t1_h, s["tcur"]).astype(np_dtype)
-        failing = active & ~reached
-        tiny = 4 * eps * np.maximum(np.abs(s["tcur"]), np.abs(tendh)).clip(min=1.0)
-        st = s["status"]
-        st = np.where(failing & (s["n_bad"] >= _MAX_NONFINITE_REJECTIONS), Status.NONFINITE, st)
-        st = np.where(failing & (st == 0) & (s["h"] < tiny), Status.DT_UNDERFLOW, st)
-        st = np.where(
-            failing & (st == 0) & (s["n_acc"] + s["n_rej"] >= cfg.max_steps), Status.MAX_STEPS, st
-        )
-        s["status"] = st
-        s["done"] = s["done"] | reached | (st != 0)
+    # -- delayed values -----------------------------------------------------------------------
 
-    carry = (y0, f0, t0, h, torch.ones_like(h), torch.ones_like(h))
-    m = 0
-    every = 32 if checkpoint_every == "auto" else checkpoint_every
-    while not host["done"].all():
-        if checkpoint_every is None:
-            carry = step(m, *carry)
-            m += 1
-            continue
-        info = {}
-
-        def segment(*c_, m0=m, info=info):
-            # The first run stops when every lane is done; a replay takes as many steps.
-            k = m0
-            while k - m0 < every:
-                if k >= info.get("stop", math.inf):
-                    break
-                if "stop" not in info and host["done"].all():
-                    break
-                c_ = step(k, *c_)
-                k += 1
-            info.setdefault("stop", k)
-            return c_
-
-        carry = checkpoint(segment, *carry)
-        m = info["stop"]
-
-    ys = _assemble(y0, plans, events, lanes, T)
-    st = torch.from_numpy(host["status"]).to(dev)
-    n_acc = torch.from_numpy(host["n_acc"]).to(dev)
-    n_rej = torch.from_numpy(host["n_rej"]).to(dev)
-    return Outcome((ys,), (carry[0],), st, n_acc, n_rej, host["nfe"])
-
-
-def _poly(C: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``Σ_m C[:, m] θ^m`` for ``C`` ``(batch, P, *state)``, ``θ`` ``(lanes,)``."""
-    parts = C.unbind(1)
-    th = lane_view(theta, parts[0])
-    v = parts[-1]
-    for part in reversed(parts[:-1]):
-        v = v * th + part
-    return v
-
-
-def _assemble(y0, plans, events, lanes: int, T: int) -> torch.Tensor:
-    """Place every dense-output value at its (sample, output index), in one gather."""
-    src = np.full((lanes, T), -1, dtype=np.int64)
-    src[:, 0] = 0
-    values = [y0]
-    for m, p in enumerate(plans):
-        for r, v in enumerate(events.get(m, [])):
+    def derivative(self, t: torch.Tensor, y):
+        """``dy/dt`` at the ``(lanes,)`` time ``t``: ``f(t, y, y(t - τ))``."""
+        like = y[0]
+        ranges = self.ranges
+        if ranges is None:  # outside a step (the first-step heuristic): look on the host
+            pending = self.end[self.n_host :]
+            host = torch.stack([t.detach(), *pending]).cpu().numpy()
+            self._sync_ends(host[1:])
+            ranges = self._ranges(host[0], host[0], len(self.C) - 1)
+        values = []
+        for k in range(self.K):
+            s = t - self.taus[k]
+            lo, hi, old = ranges[k]
+            if hi < 0:
+                v = _past(self.history, s, like)
+            else:
+                v = self._value(s, lo, hi, like)
+                if old:
+                    past = lane_view(t.detach() < self.first[k], v)
+                    v = torch.where(past, _past(self.history, s, like), v)
             values.append(v)
-            valid = p["event_valid"][r]
-            src[np.nonzero(valid)[0], p["event_j"][r][valid]] = len(values) - 1
-    stacked = torch.stack(values, dim=1)  # (batch, E, *state)
-    src_t = torch.from_numpy(src).to(y0.device)
-    unreached = src_t < 0
-    idx = src_t.clamp_min(0).reshape(src.shape + (1,) * (stacked.ndim - 2))
-    val = stacked.gather(1, idx.expand(-1, -1, *stacked.shape[2:]))
-    mask = unreached.reshape(unreached.shape + (1,) * (val.ndim - 2)).expand_as(val)
-    return val.masked_fill(mask, float("nan"))
+        return (self.f(broadcast_time(t, like), like, torch.stack(values, dim=1)),)
+
+    def _value(self, s, lo: int, hi: int, like):
+        """``y(s)`` from the entries ``lo..hi`` (the entry of each lane found on the device)."""
+        if lo == hi:
+            C, start, h = self.C[lo], self.start[lo], self.h[lo]
+        else:
+            R = hi - lo + 1
+            ends = torch.stack(self.end[lo : hi + 1], dim=1)  # (lanes, R)
+            sel = torch.searchsorted(ends, s.detach()[:, None].contiguous())[:, 0]
+            sel = sel.clamp(max=R - 1)
+            stacked = torch.stack(self.C[lo : hi + 1])  # (R, batch, P, *state)
+            C = stacked[sel, self.arange] if self.lanes > 1 else stacked.index_select(0, sel)[0]
+            start = torch.stack(self.start[lo : hi + 1], 1).gather(1, sel[:, None])[:, 0]
+            h = torch.stack(self.h[lo : hi + 1], 1).gather(1, sel[:, None])[:, 0]
+        positive = h > 0
+        theta = torch.where(positive, (s - start) / torch.where(positive, h, 1.0), 0.0)
+        # a lane that takes no step may look far outside its entry: keep its values finite
+        th = lane_view(theta.clamp(-1.0, 2.0), like)
+        parts = C.unbind(1)
+        v = parts[-1]
+        for part in reversed(parts[:-1]):
+            v = v * th + part
+        return v
+
+    # -- ranges of entries, on the host -------------------------------------------------------
+
+    def _sync_ends(self, new: np.ndarray) -> None:
+        """Append entries' ends (``(E, lanes)``) to the host copy."""
+        if not len(new):
+            return
+        need = self.n_host + len(new)
+        if need > self.ends_h.shape[1]:
+            grown = np.full((self.lanes, max(need, 2 * self.ends_h.shape[1])), np.inf)
+            grown[:, : self.n_host] = self.ends_h[:, : self.n_host]
+            self.ends_h = grown
+        self.ends_h[:, self.n_host : need] = np.asarray(new, dtype=np.float64).T
+        self.n_host = need
+
+    def _ranges(self, a: np.ndarray, b: np.ndarray, last: int):
+        """For a step from ``a`` to ``b`` (``(lanes,)``, host) that may read entries up to
+        ``last``: per delay, the range ``(lo, hi, reads the history)``; ``hi = -1``: the
+        history only."""
+        return self._ranges_many(a[None], b[None], np.array([last]))[0]
+
+    def _ranges_many(self, a: np.ndarray, b: np.ndarray, last: np.ndarray):
+        """:meth:`_ranges` for ``S`` steps at once: ``a``, ``b`` ``(S, lanes)``."""
+        S = a.shape[0]
+        # a lane that has finished takes steps of length zero at its end and reads what it
+        # likes (its values are not used)
+        moving = (b > a) | (b < self.tend_h[None])
+        ends = torch.from_numpy(np.ascontiguousarray(self.ends_h[:, : self.n_host]))
+        out = [[None] * self.K for _ in range(S)]
+        for k in range(self.K):
+            qa = a - self.taus_h[k] - self.tol  # (S, lanes)
+            qb = b - self.taus_h[k] + self.tol
+            ia = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(qa.T))).numpy().T
+            ib = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(qb.T))).numpy().T
+            ia = np.minimum(ia, last[:, None])
+            ib = np.minimum(ib, last[:, None])
+            old = (qa < self.t0_h[None]) & moving  # may read the history
+            new = (qb >= self.t0_h[None] - 2 * self.tol) & moving  # may read the solution
+            lo = np.where(new, ia, np.iinfo(np.int64).max).min(1)
+            hi = np.where(new, ib, -1).max(1)
+            reads_old = old.any(1)
+            for i in range(S):
+                if hi[i] < 0:
+                    out[i][k] = (-1, -1, True)
+                else:
+                    out[i][k] = (int(lo[i]), int(hi[i]), bool(reads_old[i]))
+        return out
+
+    def plan(self, sched, off) -> None:
+        """Fixed steps: every step's ranges (and the steps whose FSAL stage at a breakpoint
+        ``t0 + τ_k`` must be taken again from the left), before the loop."""
+        N = len(sched.ts)
+        if N == 0:
+            self.planned = []
+            return
+        ts = torch.stack(sched.ts).detach().cpu().numpy().astype(np.float64)  # (N, lanes)
+        te = torch.stack(sched.t_ends).detach().cpu().numpy().astype(np.float64)
+        self._sync_ends(te)
+        self.planned = self._ranges_many(ts, te, np.arange(N))
+        if self.tab.fsal and self.coef is not None:
+            first = self.t0_h[None, :, None] + self.taus_h[None, None, :]  # (1, lanes, K)
+            hit = (np.abs(te[:, :, None] - first) <= self.tol).any((1, 2)) & (te > ts).any(1)
+            self.left_end = hit.tolist() if hit.any() else None

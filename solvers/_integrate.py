@@ -208,10 +208,17 @@ def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_
     N = len(sched.ts)
     t0 = t[:, 0]
     state0 = stepper.init(terms, t0, y0, f0)
+    # Terms that keep a history (a DDE's delay term; AbstractTerm.keeps_history) are told
+    # which step comes next and given every step taken.
+    history = terms if terms.keeps_history else None
     # A Runge–Kutta method on a derivative term takes its planned steps with their sizes and
     # stage times computed before the loop (``_rk.plan_steps``).
     fast = None
-    if isinstance(stepper, ExplicitRungeKutta) and isinstance(terms, AbstractDerivativeTerm):
+    if (
+        isinstance(stepper, ExplicitRungeKutta)
+        and isinstance(terms, AbstractDerivativeTerm)
+        and history is None
+    ):
         y00 = y0[0]
         fast = plan_steps(
             stepper.tableau, sched, y00.shape[0], y00.ndim, isinstance(terms, ODETerm)
@@ -230,9 +237,13 @@ def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_
             c1 = min(c0 + _CHUNK, stop)
             dws = controls.increments(c0, c1) if controls is not None else (None,) * (c1 - c0)
             for k, dw in zip(range(c0, c1), dws):
-                y, _, _, state = stepper.step(
+                if history is not None:
+                    history.step_begins(k, sched.ts[k], sched.t_ends[k])
+                y, _, dense_info, state = stepper.step(
                     terms, sched.ts[k], sched.t_ends[k], sched.hs[k], y, state, control=dw
                 )
+                if history is not None:
+                    history.accepted(k, sched.ts[k], sched.t_ends[k], y, dense_info, None)
                 if k + 1 in record_at:
                     kept.append(y)
         return (y, state), tuple(kept), {}
@@ -294,7 +305,12 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
     """
     lanes, T = t.shape
     dev = t.device
+    jumps_graph = None
     if jumps is not None:
+        if jumps.requires_grad:
+            # jump times computed from parameters (a DDE's breakpoints t0 + Σ n_i τ_i) keep
+            # their graph in the steps that land on them: gradients reach the delays
+            jumps_graph = jumps.to(dtype=t.dtype)
         jumps = jumps.detach().to(device=dev, dtype=t.dtype)
         jumps = jumps.expand(lanes, -1).contiguous() if jumps.ndim == 1 else jumps.contiguous()
         if jumps.shape[0] != lanes:
@@ -318,6 +334,10 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
         nfe += 1  # the starting-step heuristic evaluates the terms once
     else:
         h = torch.full_like(t0.detach(), float(controller.first_step))
+    # Terms that keep a history (a DDE) see every step and bound its size (see _planned).
+    history = terms if terms.keeps_history else None
+    if history is not None:
+        h = h.clamp(max=history.max_step)
     long = dict(dtype=torch.long, device=dev)
     with torch.no_grad():
         start_bad = ~_finite(y0, lanes)
@@ -337,7 +357,7 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
     )
     eps = torch.finfo(t0.dtype).eps
 
-    def step(c):
+    def step(c, m):
         """One attempted step for every lane; returns the new carry, the outputs it passed,
         whether every lane is done, and the evaluations it made."""
         active = ~c["done"]
@@ -353,10 +373,15 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
             # a jump before the end is stepped onto; one at the end is the end
             jump = (to_jump < remaining.detach()) & (c["h"] >= to_jump)
             hit = hit & ~jump
+            if jumps_graph is not None:  # the same jumps, with their graph
+                nxt = _next_jump(jumps_graph, tcur.detach())[0]
+                to_jump = nxt - tcur
             hstep = torch.where(hit, remaining, torch.where(jump, to_jump, c["h"]))
             t1 = torch.where(hit, tend, torch.where(jump, nxt, tcur + hstep))
         hstep = torch.where(active, hstep, torch.zeros_like(c["h"]))
         t1 = torch.where(active, t1, tcur)
+        if history is not None:
+            history.step_begins(m, tcur, t1)
         y1, err, dense_info, state1 = stepper.step(terms, tcur, t1, hstep, y, c["state"], left=jump)
         evals = stepper.evals(1, c["state"] is not None)
         with torch.no_grad():
@@ -376,6 +401,8 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
                 # the shortening was not the error's doing: keep the size proposed before it
                 jumped = accept & jump
                 h_new = torch.where(jumped, torch.maximum(h_new, c["h"]), h_new)
+            if history is not None:
+                h_new = h_new.clamp(max=history.max_step)
             reached = accept & hit
             n_out = torch.zeros_like(c["idx"])
             if record:
@@ -402,6 +429,8 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
                 status,
             )
             done = c["done"] | reached | (status != 0)
+        if history is not None:
+            history.accepted(m, tcur, t1, y1, dense_info, accept)
         outputs = []
         # the step's one read back to the host
         info = torch.stack([n_out.max(), done.all().long(), jumped.any().long()]).tolist()
@@ -442,8 +471,10 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
     all_done = bool(carry["done"].all())
     outputs: list = []
     if every is None:
+        m = 0
         while not all_done:
-            carry, out, all_done, evals = step(carry)
+            carry, out, all_done, evals = step(carry, m)
+            m += 1
             outputs += out
             nfe += evals
     else:
@@ -453,10 +484,10 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
 
         def run(c, start, stop, counted=counted):
             recs, done_, evals = [], all_done, 0
-            for _ in range(start, stop):
+            for m in range(start, stop):
                 if done_:
                     break
-                c, out, done_, e = step(c)
+                c, out, done_, e = step(c, m)
                 recs += [(*yq, j, v) for yq, j, v in out]
                 evals += e
             counted["nfe"] += evals  # read after the forward pass, before any recomputation

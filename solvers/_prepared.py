@@ -57,8 +57,8 @@ def prepare(
         problem: an :class:`ODE`, :class:`CDE`, :class:`SDE` or :class:`HamiltonianODE`. An
             SDE's steps and Brownian tree are planned at the first call for a shape of
             ``y0``; later calls draw the path from a seed on the device (see
-            :meth:`PreparedSolve.__call__`). DDEs are not planned: their history look-ups
-            happen on the host; use :func:`solve`.
+            :meth:`PreparedSolve.__call__`). DDEs are not planned: their steps are placed
+            from the delays at every call (host reads before the loop); use :func:`solve`.
         t: output times, ``(T,)`` shared by the batch or ``(batch, T)`` per sample, strictly
             increasing; a floating-point tensor on the device and of the dtype of the
             states the solve will be called with.
@@ -106,11 +106,11 @@ class PreparedSolve:
             )
         name = type(problem).__name__
         sde = isinstance(problem, SDE)
-        if problem.integrates_itself:
+        if problem.terms().keeps_history:
             raise ValueError(
                 f"prepare plans ODE, CDE, SDE and HamiltonianODE solves; a {name} problem "
-                "looks up its delayed values on the host at every step. Use solvers.solve "
-                "for it"
+                "looks up its delayed values on steps placed from its delays at every call "
+                "(breakpoints, none longer than a delay: host reads). Use solvers.solve for it"
             )
         if method is None and not sde:
             method = "rk4"

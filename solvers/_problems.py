@@ -19,9 +19,6 @@ class AbstractProblem(abc.ABC):
     the equation once at the start and reports a wrong shape or dtype.
     """
 
-    #: whether the problem runs its own loop instead of the one loop (DDEs, for now)
-    integrates_itself = False
-
     @abc.abstractmethod
     def terms(self):
         """The equation as terms (built once per problem)."""

@@ -86,6 +86,11 @@ class AbstractTerm(abc.ABC):
     #: whether :meth:`with_tensors` rebuilds the term from other tensors (a CDE's path)
     rebuilds_from_tensors = False
 
+    #: whether the term keeps a record of the solution's past (a DDE's :class:`DelayTerm`):
+    #: the loop then tells it which step comes next (``step_begins``), gives it every step
+    #: taken (``accepted``) and keeps steps no longer than its ``max_step``
+    keeps_history = False
+
     def with_tensors(self, replace: dict) -> AbstractTerm:
         """The same term computed from other tensors (``{id(old): new}``) where it holds
         computed tensors of its own (a CDE's path); the term itself otherwise."""
@@ -214,16 +219,61 @@ class MultiTerm(AbstractTerm):
         return tuple(out)
 
 
-class DelayTerm(AbstractTerm):
+class DelayTerm(AbstractDerivativeTerm):
     """``dy/dt = f(t, y(t), [y(t - τ_1), ..., y(t - τ_K)])`` with ``y = history`` before the
-    start: a delay differential equation, integrated by the method of steps on Runge–Kutta
-    tableaus (``_dde``)."""
+    start: a delay differential equation, integrated by the one loop on Runge–Kutta tableaus.
 
-    def __init__(self, f, delays, history, params=()):
+    The problem's term holds the equation; :meth:`begin` binds a copy of it to a fresh
+    history for one solve (``_dde.History``: the initial function, then one polynomial per
+    step, filled from each step's dense information), which :meth:`derivative` reads the
+    delayed values from. The loop calls the hooks of ``keeps_history`` on the bound copy.
+    """
+
+    keeps_history = True
+
+    def __init__(self, f, delays, history, params=(), _past=None):
         self.f, self.delays, self.history, self._params = f, delays, history, params
+        self._past = _past  # the solve's History (bound copies only)
 
     def parameters(self):
         return self._params
+
+    def begin(self, cfg, y0: torch.Tensor, t: torch.Tensor):
+        """A copy bound to a fresh history for one solve of ``cfg.method`` over the
+        ``(lanes, T)`` grid ``t`` from ``y0``; returns ``(term, schedule, jumps)``: the
+        planned steps of a fixed-step solve (on the breakpoints, none longer than the
+        smallest delay) or the breakpoints as jump times of an adaptive one."""
+        from ._dde import begin
+
+        return begin(self, cfg, y0, t)
+
+    def bound(self, past) -> DelayTerm:
+        return DelayTerm(self.f, self.delays, self.history, self._params, past)
+
+    def _solve_history(self):
+        if self._past is None:
+            raise TypeError(
+                "DelayTerm: the delayed values come from a solve's history; this term is not "
+                "bound to one (DelayTerm.begin)"
+            )
+        return self._past
+
+    def derivative(self, t, y):
+        return self._solve_history().derivative(t, y)
+
+    @property
+    def max_step(self) -> float:
+        """The longest step: the smallest delay."""
+        return self._solve_history().tau_min
+
+    def step_begins(self, n: int, t0: torch.Tensor, t1: torch.Tensor) -> None:
+        """The loop takes step ``n`` from ``t0`` to ``t1`` (``(lanes,)``) next."""
+        self._solve_history().step_begins(n, t0, t1)
+
+    def accepted(self, n: int, t0, t1, y1, dense, accept) -> None:
+        """Step ``n`` from ``t0`` to ``t1`` ended at ``y1``; ``dense`` is the stepper's dense
+        information and ``accept`` (``(lanes,)`` bool, ``None``: all) the lanes that keep it."""
+        self._solve_history().accepted(n, t0, t1, y1, dense, accept)
 
 
 class PartitionedTerm(AbstractDerivativeTerm):
