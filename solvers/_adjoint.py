@@ -29,6 +29,7 @@ from ._controller import (
     steps_per_interval,
 )
 from ._integrate import Outcome, integrate, rms_norm, vjp
+from ._rk import lane_view
 from ._solution import SolverError, Status
 from ._term import AbstractDerivativeTerm, FunctionTerm, MultiTerm
 
@@ -400,19 +401,21 @@ class _Backsolve(torch.autograd.Function):
         for j in range(T - 1, 0, -1):
             tp, tn = t[:, j - 1], t[:, j]
             field = _augmented_field(terms, tp, tn, leaves, B, want_t)
+            # (y, a) then the quadratures: the parameters' gradients, the times' if wanted
             state = (
                 ys[:, j],
                 a,
-                torch.zeros_like(tp),
-                torch.zeros_like(tn),
                 *[torch.zeros_like(p) for p in params],
+                *((torch.zeros_like(tp), torch.zeros_like(tn)) if want_t else ()),
             )
             planned = bcfg.backward[j - 1] if bcfg.backward is not None else None
             end = _solve_unit_interval(field, bcfg, state, tp, tn, planned)
             a = end[1] + grad_ys[:, j - 1]
-            g_t[:, j - 1] += end[2]
-            g_t[:, j] += end[3]
-            for g, e in zip(g_params, end[4:]):
+            n = len(params)
+            if want_t:
+                g_t[:, j - 1] += end[2 + n]
+                g_t[:, j] += end[3 + n]
+            for g, e in zip(g_params, end[2 : 2 + n]):
                 g += e
         a = a * ok[:, 0]
         return (None, None, None, None, a, g_t if want_t else None, None, *g_params)
@@ -431,26 +434,37 @@ def detached_terms(terms, params):
 
 
 def _augmented_field(terms, tp, tn, params, batch: int, want_t: bool):
-    """The adjoint system in reversed unit time ``r``, with ``t = tp + (1 - r)(tn - tp)``."""
+    """The adjoint system in reversed unit time ``r``, with ``t = tp + (1 - r)(tn - tp)``.
 
-    def field(r, state):
+    ``field(r, state, left=False)``; ``left=True`` at ``r = 0``, the end of the forward
+    interval, evaluates the terms at the left limit there (see ``rk_step``): only the first
+    evaluation of a backward solve is at ``r = 0``, every stage after it lies inside.
+    """
+    fixed = None
+    if not want_t:  # the interval's length is a constant: computed once
+        tp_, tn_ = tp.detach(), tn.detach()
+        delta = tn_ - tp_
+        fixed = (tp_, tn_, delta)
+
+    def field(r, state, left=False):
         y, a = state[0], state[1]
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
-            tp_ = tp.detach().requires_grad_(want_t)
-            tn_ = tn.detach().requires_grad_(want_t)
-            delta = tn_ - tp_
+            if fixed is None:
+                tp_ = tp.detach().requires_grad_(True)
+                tn_ = tn.detach().requires_grad_(True)
+                delta = tn_ - tp_
+            else:
+                tp_, tn_, delta = fixed
             tt = tp_ + (1 - r) * delta
-            # r = 0 is the end of the forward interval: the left limit there (see rk_step)
-            tt = torch.where(r == 0, torch.nextafter(tt, tp_), tt)
-            g = delta.reshape(delta.shape + (1,) * (y.ndim - 1)) * terms.derivative(tt, (y_,))[0]
+            if left:
+                tt = torch.nextafter(tt, tp_)
+            g = lane_view(delta, y) * terms.derivative(tt, (y_,))[0]
             inputs = (y_, *((tp_, tn_) if want_t else ()), *params)
             got = vjp(g, inputs, a)
         if want_t:
-            d_tp, d_tn, d_params = got[1], got[2], got[3:]
-        else:
-            d_tp, d_tn, d_params = torch.zeros_like(tp), torch.zeros_like(tn), got[1:]
-        return (-g.detach(), got[0], d_tp, d_tn, *d_params)
+            return (-g.detach(), got[0], *got[3:], got[1], got[2])
+        return (-g.detach(), *got)
 
     return field
 
@@ -465,8 +479,8 @@ def _solve_unit_interval(field, bcfg: Config, state, tp, tn, planned: FixedSched
     """
     r0 = torch.zeros(1, device=state[0].device, dtype=state[0].dtype)
     grid = torch.stack([r0, torch.ones_like(r0)], dim=1)
-    f0 = field(r0, state)
-    term = FunctionTerm(field)
+    f0 = field(r0, state, left=True)
+    term = FunctionTerm(field, reads=2)  # the field reads (y, a); the rest are quadratures
     if bcfg.controller.planned:
         sched = planned if planned is not None else unit_schedule(tp, tn, bcfg)
         return integrate(

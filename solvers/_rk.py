@@ -11,7 +11,7 @@ import torch
 
 from ._stepper import AbstractStepper
 from ._tableau import ButcherTableau
-from ._term import AbstractDerivativeTerm, DelayTerm
+from ._term import AbstractDerivativeTerm, DelayTerm, FunctionTerm
 
 __all__ = ["ExplicitRungeKutta", "plan_steps"]
 
@@ -70,6 +70,7 @@ def rk_step(
     left: torch.Tensor | None = None,
     times=None,
     error: bool = True,
+    reads: int | None = None,
 ):
     """Take one step of size ``h`` from ``(t, y)``; ``k1 = field(t, y)`` is given.
 
@@ -78,13 +79,19 @@ def rk_step(
     field: every stage at the end of their step sees the left limit there, FSAL tableaus
     included (the caller then evaluates the next step's first stage itself). ``times``, when
     given, are the times of stages 2..s, computed before the loop (:func:`plan_steps`);
-    ``error=False`` skips the error estimate. Returns ``(y1, error, stages)``; ``error`` is
-    ``None`` for tableaus without an embedded estimate (or when not asked for).
+    ``error=False`` skips the error estimate. ``reads``: the field reads only that many
+    leading components of the state; the stages pass the others at their start values
+    (quadratures, combined at the end of the step only). Returns ``(y1, error, stages)``;
+    ``error`` is ``None`` for tableaus without an embedded estimate (or when not asked for).
     """
     ks = [k1]
     yi = y
+    last = len(tab.c) - 1
     for i, (ci, row) in enumerate(zip(tab.c, tab.a)):
-        yi = combine(y, h, row, ks)
+        if reads is None or (tab.fsal and i == last):
+            yi = combine(y, h, row, ks)
+        else:
+            yi = combine(y[:reads], h, row, ks) + y[reads:]
         if times is not None:
             ks.append(field(times[i], yi))
             continue
@@ -160,6 +167,11 @@ def dense(tab: ButcherTableau, y: State, h: torch.Tensor, ks: list[State], theta
     return tuple(out)
 
 
+def _reads(terms) -> int | None:
+    """How many leading state components the terms' derivative reads (``FunctionTerm``)."""
+    return terms.reads if isinstance(terms, FunctionTerm) else None
+
+
 class ExplicitRungeKutta(AbstractStepper):
     """An explicit Runge–Kutta method given by its :class:`~solvers.ButcherTableau`.
 
@@ -193,7 +205,9 @@ class ExplicitRungeKutta(AbstractStepper):
     def step(self, terms, t0, t1, h, y, state, *, control=None, left=None):
         tab = self.tableau
         k1 = state if state is not None else terms.derivative(t0, y)
-        y1, err, ks = rk_step(terms.derivative, tab, t0, y, h, k1, t1=t1, left=left)
+        y1, err, ks = rk_step(
+            terms.derivative, tab, t0, y, h, k1, t1=t1, left=left, reads=_reads(terms)
+        )
         return y1, err, (y, h, ks), (ks[-1] if tab.fsal else None)
 
     def restart(self, terms, t, y, state, where):
@@ -208,7 +222,9 @@ class ExplicitRungeKutta(AbstractStepper):
         tab = self.tableau
         h, times = planned
         k1 = state if state is not None else terms.derivative(times[0], y)
-        y1, _, ks = rk_step(terms.derivative, tab, None, y, h, k1, times=times[1:], error=False)
+        y1, _, ks = rk_step(
+            terms.derivative, tab, None, y, h, k1, times=times[1:], error=False, reads=_reads(terms)
+        )
         return y1, (ks[-1] if tab.fsal else None)
 
     def interpolate(self, dense_info, theta):

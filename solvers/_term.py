@@ -124,10 +124,14 @@ class ODETerm(AbstractDerivativeTerm):
 
 class FunctionTerm(AbstractDerivativeTerm):
     """``dy/dt = fn(t, y)`` on tuple states and ``(lanes,)`` times: the solvers' own systems
-    (the continuous adjoint's augmented state, a problem with jump times)."""
+    (the continuous adjoint's augmented state, a problem with jump times).
 
-    def __init__(self, fn, params: tuple[torch.Tensor, ...] = (), jumps=None):
-        self.fn, self._params, self._jumps = fn, params, jumps
+    ``reads``: how many leading components of the state ``fn`` reads (``None``: all); the
+    others are quadratures (integrals of what ``fn`` returns for them), which Runge–Kutta
+    steppers then combine only at the end of a step."""
+
+    def __init__(self, fn, params: tuple[torch.Tensor, ...] = (), jumps=None, reads=None):
+        self.fn, self._params, self._jumps, self.reads = fn, params, jumps, reads
 
     def derivative(self, t, y):
         return self.fn(t, y)
