@@ -233,11 +233,7 @@ class GRUDt(AbstractSequenceModel):
 
     def forward(self, x, times=None, mask=None):
         inputs, lengths = self.inputs(x, times, mask)
-        h, states = None, []
-        for xt in inputs.unbind(1):
-            h = self.cell(xt, h)
-            states.append(h)
-        output = torch.stack(states, dim=1)
+        output = self.cell.run_sequence(inputs)  # torch.nn.GRU with the cell's parameters
         return output, last_observed(output, lengths)
 
 
