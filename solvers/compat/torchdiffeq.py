@@ -145,6 +145,9 @@ def odeint_adjoint(
     back_native, back_fixed = _native_method(back_method, "odeint_adjoint: adjoint_method")
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in run.options.items() if k != "norm"}
+    adjoint_options = dict(adjoint_options)
+    if adjoint_options.get("norm") == "seminorm":
+        del adjoint_options["norm"]  # what the native backward solve does anyway
     _check_options(adjoint_options, back_method, back_fixed, "odeint_adjoint: adjoint_options")
     if back_fixed and "grid_constructor" in adjoint_options:
         raise ValueError(
