@@ -39,8 +39,8 @@ import ctrnn.models as M  # noqa: E402  (after the path set-up above)
 
 SECTION = "## Sequence models"
 WARMUP = 2
-FULL = dict(batch=64, hidden=64, channels=32, length=1000, repeats=5)
-QUICK = dict(batch=4, hidden=8, channels=3, length=12, repeats=2)
+FULL = dict(batch=64, hidden=64, channels=32, length=1000, solve_length=100, repeats=5)
+QUICK = dict(batch=4, hidden=8, channels=3, length=12, solve_length=6, repeats=2)
 
 
 def machine() -> str:
@@ -84,6 +84,12 @@ def timed(step, device, repeats: int) -> list[float]:
     return times
 
 
+def solves(model) -> bool:
+    """Whether the model's default mode solves a differential equation (its cost per step
+    is then that of a solver's steps, measured on shorter series)."""
+    return model.formulation is not None and getattr(model, "mode", "continuous") == "continuous"
+
+
 def gru_case(args, x, device):
     gru = nn.GRU(args.channels, args.hidden, batch_first=True, device=device)
 
@@ -118,32 +124,48 @@ def run(args) -> str:
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, args.length, args.channels, generator=g).to(device)
-    rows = []
-    ref = statistics.median(timed(gru_case(args, x, device), device, args.repeats))
-    rows.append(("torch.nn.GRU", "cuDNN" if device.type == "cuda" else "oneDNN", ref, ref))
+    inputs = {args.length: x, args.solve_length: x[:, : args.solve_length]}
+    refs = {}
+
+    def reference(length):
+        if length not in refs:
+            step = gru_case(args, inputs[length], device)
+            refs[length] = statistics.median(timed(step, device, args.repeats))
+        return refs[length]
+
+    rows = [("torch.nn.GRU", "cuDNN" if device.type == "cuda" else "oneDNN", args.length)]
     for name in args.models:
         print(f"  {name} ...", file=sys.stderr, flush=True)
         torch.manual_seed(0)
-        model, step = model_case(name, args, x, device)
+        model, _ = model_case(name, args, x, device)
+        length = args.solve_length if solves(model) else args.length
+        model, step = model_case(name, args, inputs[length], device)
         times = timed(step, device, args.repeats)
-        rows.append((name, describe(model), statistics.median(times), ref))
+        rows.append((name, describe(model), length, statistics.median(times)))
+    if any(length == args.solve_length for *_, length, _t in rows[1:]):
+        rows.insert(1, ("torch.nn.GRU", rows[0][1], args.solve_length))
     lines = [
         f"- Machine: {machine()}; {torch.get_num_threads()} torch thread(s); device {device}",
         f"- torch {torch.__version__}, Python {platform.python_version()}; commit {commit()}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- Command: `python benchmarks/sequence.py {shlex.join(sys.argv[1:])}`",
         f"- Batch {args.batch}, hidden {args.hidden}, {args.channels} input channels, "
-        f"T = {args.length} unit-spaced observations, float32; forward + backward of the mean "
-        f"square of h_n; median of {args.repeats} runs after {WARMUP} warm-up runs",
+        f"T unit-spaced observations, float32; forward + backward of the mean square of h_n; "
+        f"median of {args.repeats} runs after {WARMUP} warm-up runs",
         "- Each model as `ctrnn.models.create(name, input_size, hidden_size)` builds it: its "
-        "default mode, scheme and solver",
+        f"default mode, scheme and solver. T = {args.length}, except for the models whose "
+        f"default mode solves a differential equation: T = {args.solve_length}, against "
+        "nn.GRU at the same T",
         "",
-        "| model | mode | ms per run | µs per step | ratio to nn.GRU |",
-        "|---|---|---:|---:|---:|",
+        "| model | mode | T | ms per run | µs per step | ratio to nn.GRU |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for name, how, t, base in rows:
+    for row in rows:
+        name, how, length = row[:3]
+        t = row[3] if len(row) > 3 else reference(length)
         lines.append(
-            f"| {name} | {how} | {1e3 * t:.1f} | {1e6 * t / args.length:.1f} | {t / base:.2f} |"
+            f"| {name} | {how} | {length} | {1e3 * t:.1f} | {1e6 * t / length:.1f} | "
+            f"{t / reference(length):.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -169,7 +191,12 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--batch", type=int)
     p.add_argument("--hidden", type=int)
     p.add_argument("--channels", type=int)
-    p.add_argument("--length", type=int, help="T, the number of observations")
+    p.add_argument("--length", type=int, help="T, the number of observations (default 1000)")
+    p.add_argument(
+        "--solve-length",
+        type=int,
+        help="T for the models whose default mode solves a differential equation (default 100)",
+    )
     p.add_argument("--repeats", type=int)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--models", nargs="+", help="default: every model of available()")
@@ -179,7 +206,7 @@ def parse(argv) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for key in ("batch", "hidden", "channels", "length", "repeats", "threads"):
+    for key in ("batch", "hidden", "channels", "length", "solve_length", "repeats", "threads"):
         if getattr(args, key) < 1:
             p.error(f"--{key} must be at least 1")
     unknown = [n for n in args.models or () if n not in M.available()]

@@ -23,7 +23,9 @@ def bench():
 def _rows(text):
     return {
         m.group(1): float(m.group(2))
-        for m in re.finditer(r"^\| (\S+) \| [^|]+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|$", text, re.M)
+        for m in re.finditer(
+            r"^\| (\S+) \| [^|]+ \| \d+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|$", text, re.M
+        )
     }
 
 
