@@ -199,6 +199,8 @@ def check_state(y0) -> None:
 def _as_times(t, y0) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+    if t.device != y0.device:
+        raise ValueError(f"t is on {t.device} but y0 is on {y0.device}")
     return t
 
 
