@@ -291,10 +291,11 @@ class History:
     """The solution's past for one solve: the initial function before ``t0``, then one
     polynomial in ``θ = (s - start) / h`` per step.
 
-    Entry ``e`` holds ``start``, ``h`` and ``end`` (``(lanes,)``) and coefficients ``C``
-    (``(batch, P, *state)``) with ``y(start + θ h) = Σ_m C[:, m] θ^m``. Entry 0 is the initial
-    point itself (``h = 0``); entry ``n + 1`` is step ``n`` (a lane that rejected the step, or
-    took none, holds the point where it stands, ``h = 0``). Entries are written once.
+    Entry ``e`` holds ``start``, ``1/h`` (0 for ``h = 0``) and ``end`` (``(lanes,)``) and
+    ``P`` coefficients ``C_m`` (``(batch, *state)``) with ``y(start + θ h) = Σ_m C_m θ^m``.
+    Entry 0 is the initial point itself (``h = 0``); entry ``n + 1`` is step ``n`` (a lane
+    that rejected the step, or took none, holds the point where it stands, ``h = 0``).
+    Entries are written once.
     """
 
     def __init__(self, term: DelayTerm, tab, y0, t, delays, tau_min: float):
@@ -318,16 +319,18 @@ class History:
         if rows is not None:
             self.coef = torch.tensor(rows, dtype=y0.dtype, device=y0.device).T  # (deg, s)
         self.P = 1 + (self.coef.shape[0] if self.coef is not None else 3)
-        zeros = torch.zeros((self.batch, self.P - 1, *y0.shape[1:]), dtype=y0.dtype)
-        self.C = [torch.cat([y0[:, None], zeros.to(y0.device)], dim=1)]
+        self.C = [(y0,) + (torch.zeros_like(y0),) * (self.P - 1)]
         self.start = [self.t0]
-        self.h = [torch.zeros_like(self.t0)]
+        self.inv_h = [torch.zeros_like(self.t0)]
         self.end = [self.t0.detach()]
         # host copy of the entries' ends, (lanes, capacity), +inf beyond the last
         self.ends_h = np.full((self.lanes, 64), np.inf)
         self.ends_h[:, 0] = self.t0_h
         self.n_host = 1
         self.planned = None  # fixed steps: the ranges of every step, planned before the loop
+        self.call_plan = None  # fixed steps: the ranges of every evaluation
+        self.calls, self.call = None, 0  # the current step's evaluations, and how many so far
+        self.step_end = None  # adaptive: the current step's end (``(lanes,)``) while it runs
         self.ranges = None  # the current step's ranges: K tuples (lo, hi, needs history)
         self.left_end = None  # fixed steps: steps whose last (FSAL) stage must be re-taken
         self.arange = torch.arange(self.batch, device=y0.device)
@@ -340,17 +343,28 @@ class History:
         delayed values fall into (planned: looked up; adaptive: one read back to the host)."""
         if self.planned is not None:
             self.ranges = self.planned[n]
+            self.calls, self.call = self.call_plan[n], 0
             return
         pending = self.end[self.n_host :]
         host = torch.stack([t0.detach(), t1.detach(), *pending]).cpu().numpy()
         self._sync_ends(host[2:])
         self.ranges = self._ranges(host[0], host[1], n)
+        # a stage at the end of the step sees the left limit there (below)
+        self.step_end = torch.where(t1 > t0, t1.detach(), torch.full_like(t1.detach(), math.inf))
 
     def accepted(self, n: int, t0, t1, y1, dense, accept) -> None:
         """Step ``n`` from ``t0`` to ``t1`` ended at ``y1`` with the stepper's ``dense``
         information; ``accept`` (``(lanes,)`` bool, or ``None``: every lane) says which lanes
         keep it. Adds entry ``n + 1`` (the first time only: a recomputed checkpoint segment
         computes the same coefficients again and leaves the history as it was)."""
+        if self.calls is not None:
+            if self.call != len(self.calls):  # pragma: no cover - a stepper changed its order
+                raise RuntimeError(
+                    f"DDE history: step {n} evaluated the field {self.call} times, planned for "
+                    f"{len(self.calls)}"
+                )
+            self.calls = None  # evaluations made here use the step's ranges
+        self.step_end = None
         y, h, ks = dense
         y, y1, ks = y[0], y1[0], [k[0] for k in ks]
         if self.left_end is not None and self.left_end[n]:
@@ -362,23 +376,23 @@ class History:
             f0 = ks[0]
             f1 = self.derivative(torch.nextafter(t1, t0), (y1,))[0]
             d = y1 - y
-            C = torch.stack(
-                [y, hv * f0, 3 * d - hv * (2 * f0 + f1), -2 * d + hv * (f0 + f1)], dim=1
-            )
+            C = (y, hv * f0, 3 * d - hv * (2 * f0 + f1), -2 * d + hv * (f0 + f1))
         else:
             K = torch.stack(ks, dim=1).flatten(2)  # (batch, s, n)
             rest = (self.coef @ K).reshape((y.shape[0], self.P - 1, *y.shape[1:]))
-            C = torch.cat([y[:, None], lane_view(h, rest) * rest], dim=1)
+            C = (y, *(hv * r for r in rest.unbind(1)))
         end = t1.detach()
         if accept is not None:
-            still = torch.cat([y[:, None], torch.zeros_like(C[:, 1:])], dim=1)
-            C = torch.where(lane_view(accept, C), C, still)
+            keep = lane_view(accept, y)
+            C = (y, *(torch.where(keep, c, torch.zeros_like(c)) for c in C[1:]))
             h = torch.where(accept, h, torch.zeros_like(h))
             end = torch.where(accept, end, t0.detach())
+        positive = h > 0
+        inv_h = torch.where(positive, 1 / torch.where(positive, h, 1.0), 0.0)
         if n + 1 == len(self.C):
             self.C.append(C)
             self.start.append(t0)
-            self.h.append(h)
+            self.inv_h.append(inv_h)
             self.end.append(end)
 
     # -- delayed values -----------------------------------------------------------------------
@@ -386,8 +400,13 @@ class History:
     def derivative(self, t: torch.Tensor, y):
         """``dy/dt`` at the ``(lanes,)`` time ``t``: ``f(t, y, y(t - τ))``."""
         like = y[0]
-        ranges = self.ranges
-        if ranges is None:  # outside a step (the first-step heuristic): look on the host
+        ranges, at_end = self.ranges, None
+        if self.calls is not None and self.call < len(self.calls):
+            ranges, at_end = self.calls[self.call]  # this evaluation's entries, planned
+            self.call += 1
+        elif self.step_end is not None:
+            at_end = t.detach() == self.step_end
+        elif ranges is None:  # outside a step (the first-step heuristic): look on the host
             pending = self.end[self.n_host :]
             host = torch.stack([t.detach(), *pending]).cpu().numpy()
             self._sync_ends(host[1:])
@@ -395,38 +414,48 @@ class History:
         values = []
         for k in range(self.K):
             s = t - self.taus[k]
-            lo, hi, old = ranges[k]
+            lo, hi, old, sel = ranges[k]
             if hi < 0:
                 v = _past(self.history, s, like)
             else:
-                v = self._value(s, lo, hi, like)
+                v = self._value(s, lo, hi, like, sel)
                 if old:
-                    past = lane_view(t.detach() < self.first[k], v)
-                    v = torch.where(past, _past(self.history, s, like), v)
+                    # before t0 + τ_k, or at it from the left (a stage at the end of a step
+                    # that ends there): the history; from t0 + τ_k on: the solution
+                    past = t.detach() < self.first[k]
+                    if at_end is True:
+                        past = t.detach() <= self.first[k]
+                    elif at_end is not None and at_end is not False:
+                        past = past | (at_end & (t.detach() == self.first[k]))
+                    v = torch.where(lane_view(past, v), _past(self.history, s, like), v)
             values.append(v)
         return (self.f(broadcast_time(t, like), like, torch.stack(values, dim=1)),)
 
-    def _value(self, s, lo: int, hi: int, like):
-        """``y(s)`` from the entries ``lo..hi`` (the entry of each lane found on the device)."""
+    def _value(self, s, lo: int, hi: int, like, sel=None):
+        """``y(s)`` from the entries ``lo..hi``: the entry of each lane is ``lo + sel``
+        (``(lanes,)``, planned) or found on the device."""
         if lo == hi:
-            C, start, h = self.C[lo], self.start[lo], self.h[lo]
+            C, start, inv_h = self.C[lo], self.start[lo], self.inv_h[lo]
         else:
-            R = hi - lo + 1
-            ends = torch.stack(self.end[lo : hi + 1], dim=1)  # (lanes, R)
-            sel = torch.searchsorted(ends, s.detach()[:, None].contiguous())[:, 0]
-            sel = sel.clamp(max=R - 1)
-            stacked = torch.stack(self.C[lo : hi + 1])  # (R, batch, P, *state)
-            C = stacked[sel, self.arange] if self.lanes > 1 else stacked.index_select(0, sel)[0]
+            if sel is None:
+                ends = torch.stack(self.end[lo : hi + 1], dim=1)  # (lanes, R)
+                sel = torch.searchsorted(ends, s.detach()[:, None].contiguous())[:, 0]
+                sel = sel.clamp(max=hi - lo)
+            entries = self.C[lo : hi + 1]
+            if self.lanes > 1:
+                C = tuple(torch.stack(m)[sel, self.arange] for m in zip(*entries))
+            else:
+                C = tuple(torch.stack(m).index_select(0, sel)[0] for m in zip(*entries))
             start = torch.stack(self.start[lo : hi + 1], 1).gather(1, sel[:, None])[:, 0]
-            h = torch.stack(self.h[lo : hi + 1], 1).gather(1, sel[:, None])[:, 0]
-        positive = h > 0
-        theta = torch.where(positive, (s - start) / torch.where(positive, h, 1.0), 0.0)
-        # a lane that takes no step may look far outside its entry: keep its values finite
-        th = lane_view(theta.clamp(-1.0, 2.0), like)
-        parts = C.unbind(1)
-        v = parts[-1]
-        for part in reversed(parts[:-1]):
-            v = v * th + part
+            inv_h = torch.stack(self.inv_h[lo : hi + 1], 1).gather(1, sel[:, None])[:, 0]
+        theta = (s - start) * inv_h
+        if self.lanes > 1:
+            # a lane that takes no step may look far outside its entry: keep it finite
+            theta = theta.clamp(-1.0, 2.0)
+        th = lane_view(theta, like)
+        v = C[-1]
+        for part in reversed(C[:-1]):
+            v = torch.addcmul(part, v, th)
         return v
 
     # -- ranges of entries, on the host -------------------------------------------------------
@@ -458,35 +487,107 @@ class History:
         ends = torch.from_numpy(np.ascontiguousarray(self.ends_h[:, : self.n_host]))
         out = [[None] * self.K for _ in range(S)]
         for k in range(self.K):
-            qa = a - self.taus_h[k] - self.tol  # (S, lanes)
-            qb = b - self.taus_h[k] + self.tol
-            ia = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(qa.T))).numpy().T
-            ib = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(qb.T))).numpy().T
-            ia = np.minimum(ia, last[:, None])
-            ib = np.minimum(ib, last[:, None])
-            old = (qa < self.t0_h[None]) & moving  # may read the history
-            new = (qb >= self.t0_h[None] - 2 * self.tol) & moving  # may read the solution
+            qa = a - self.taus_h[k]  # (S, lanes)
+            qb = b - self.taus_h[k]
+            # Within round-off of the end of an entry, either neighbour answers (the solution
+            # is continuous after t0): the range is taken narrow, so that a step whose delayed
+            # interval is a whole earlier step (a delay that is a multiple of the step) reads
+            # one entry.
+            ia = np.minimum(self._find(ends, qa + self.tol), last[:, None])
+            ib = np.minimum(
+                self._find(ends, np.maximum(qb - self.tol, qa + self.tol)), last[:, None]
+            )
+            ib = np.maximum(ia, ib)
+            old = (qa - self.tol < self.t0_h[None]) & moving  # may read the history
+            new = (qb + self.tol >= self.t0_h[None]) & moving  # may read the solution
             lo = np.where(new, ia, np.iinfo(np.int64).max).min(1)
             hi = np.where(new, ib, -1).max(1)
             reads_old = old.any(1)
             for i in range(S):
                 if hi[i] < 0:
-                    out[i][k] = (-1, -1, True)
+                    out[i][k] = (-1, -1, True, None)
                 else:
-                    out[i][k] = (int(lo[i]), int(hi[i]), bool(reads_old[i]))
+                    out[i][k] = (int(lo[i]), int(hi[i]), bool(reads_old[i]), None)
         return out
+
+    def _call_ranges(self, times: np.ndarray, a: np.ndarray, b: np.ndarray):
+        """Fixed steps: the entries of every evaluation, planned. ``times`` ``(N, E, lanes)``
+        are the times of the ``E`` evaluations of each step from ``a`` to ``b`` (``(N,
+        lanes)``). Per step, evaluation and delay: ``(lo, hi, reads the history, sel)``, with
+        ``sel`` the ``(lanes,)`` device offsets into ``lo..hi`` where lanes differ."""
+        N, E, L = times.shape
+        moving = ((b > a) | (b < self.tend_h[None]))[:, None, :, None]  # (N, 1, lanes, 1)
+        q = times[..., None] - self.taus_h  # (N, E, lanes, K)
+        ends = torch.from_numpy(np.ascontiguousarray(self.ends_h[:, : self.n_host]))
+        flat = np.moveaxis(q, 2, 0).reshape(L, -1)
+        idx = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(flat))).numpy()
+        idx = np.moveaxis(idx.reshape(L, N, E, self.K), 0, 2)  # (N, E, lanes, K)
+        idx = np.minimum(idx, np.arange(N)[:, None, None, None])
+        old = ((q - self.tol < self.t0_h[None, None, :, None]) & moving).any(2)  # (N, E, K)
+        new = (q + self.tol >= self.t0_h[None, None, :, None]) & moving
+        lo = np.where(new, idx, np.iinfo(np.int64).max).min(2)
+        hi = np.where(new, idx, -1).max(2)
+        differ = (hi >= 0) & (lo < hi)
+        sels = {}
+        if differ.any():
+            where = np.nonzero(differ)
+            rel = idx[where[0], where[1], :, where[2]] - lo[where][:, None]
+            rel = np.clip(rel, 0, (hi[where] - lo[where])[:, None])
+            dev = torch.from_numpy(rel).to(self.arange.device).unbind(0)
+            sels = dict(zip(zip(*(w.tolist() for w in where)), dev))
+        lo, hi, old = lo.tolist(), hi.tolist(), old.tolist()
+        out = []
+        for n in range(N):
+            step = []
+            for e in range(E):
+                entry = []
+                for k in range(self.K):
+                    if hi[n][e][k] < 0:
+                        entry.append((-1, -1, True, None))
+                    else:
+                        sel = sels.get((n, e, k))
+                        entry.append((lo[n][e][k], hi[n][e][k], old[n][e][k], sel))
+                step.append(entry)
+            out.append(step)
+        return out
+
+    @staticmethod
+    def _find(ends: torch.Tensor, q: np.ndarray) -> np.ndarray:
+        """Per lane, the first entry whose end is at or after each query (``q``: ``(S,
+        lanes)``)."""
+        found = torch.searchsorted(ends, torch.from_numpy(np.ascontiguousarray(q.T)))
+        return found.numpy().T
 
     def plan(self, sched, off) -> None:
         """Fixed steps: every step's ranges (and the steps whose FSAL stage at a breakpoint
         ``t0 + τ_k`` must be taken again from the left), before the loop."""
         N = len(sched.ts)
         if N == 0:
-            self.planned = []
+            self.planned, self.call_plan = [], []
             return
         ts = torch.stack(sched.ts).detach().cpu().numpy().astype(np.float64)  # (N, lanes)
         te = torch.stack(sched.t_ends).detach().cpu().numpy().astype(np.float64)
         self._sync_ends(te)
         self.planned = self._ranges_many(ts, te, np.arange(N))
+        # The evaluations of each step, in the stepper's order: the first stage (unless
+        # carried: FSAL, or the first step, which starts from f0), then stages 2..s
+        hs = torch.stack(sched.hs).detach().cpu().numpy().astype(np.float64)
+        c = np.asarray(self.tab.c, dtype=np.float64)
+        stages = ts[:, None] + c[None, :, None] * hs[:, None]
+        times = np.concatenate([ts[:, None], stages], axis=1)  # (N, s, lanes)
+        plans = self._call_ranges(times, ts, te)
+        # Stages at the end of the step (c = 1) see the left limit there, but for the
+        # last stage of a first-same-as-last tableau, which is the next step's first (the
+        # history's interpolant takes that one again from the left: left_end)
+        s_ = len(c) + 1
+        at_end = [False] + [
+            bool(ci == 1.0) and not (self.tab.fsal and i == s_ - 2) for i, ci in enumerate(c)
+        ]
+        plans = [list(zip(p, at_end)) for p in plans]
+        if self.tab.fsal:
+            self.call_plan = [p[1:] for p in plans]
+        else:
+            self.call_plan = [plans[0][1:], *plans[1:]]
         if self.tab.fsal and self.coef is not None:
             first = self.t0_h[None, :, None] + self.taus_h[None, None, :]  # (1, lanes, K)
             hit = (np.abs(te[:, :, None] - first) <= self.tol).any((1, 2)) & (te > ts).any(1)

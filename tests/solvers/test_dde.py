@@ -89,10 +89,24 @@ def measured_order(method: str, dts, T_end: float = 6.0) -> tuple[float, list[fl
     return slope, errors
 
 
-@pytest.mark.parametrize("method, order", [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)])
+# The 3/8 rule: a fourth-order tableau without an interpolant or a continuous extension of
+# its own, so its history is the cubic Hermite interpolant.
+RK38 = solvers.ButcherTableau(
+    name="rk38",
+    a=((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
+    b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
+    c=(1 / 3, 2 / 3, 1.0),
+    order=4,
+)
+
+
+@pytest.mark.parametrize(
+    "method, order", [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4), (RK38, 4)]
+)
 def test_fixed_step_convergence_order(method, order):
     """y' = -y(t - 1) on [0, 6] (degree-6 polynomial pieces): the fixed-step order is the
-    method's (the cubic Hermite history is fourth order)."""
+    method's (the history of euler, midpoint, heun and rk4 is their natural continuous
+    extension, of order 1, 2, 2, 3; that of the 3/8 rule the cubic Hermite interpolant)."""
     slope, errors = measured_order(method, [0.1, 0.05, 0.025])
     assert slope == pytest.approx(order, abs=0.25), errors
 
@@ -170,7 +184,18 @@ def test_callable_history(options):
     )
 
 
-@pytest.mark.parametrize("options", [dict(method="rk4", dt=0.1), dict(method="dopri5")])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(method="rk4", dt=0.1),
+        dict(method="dopri5"),
+        # first-same-as-last tableaus with fixed steps: the last stage of the step that ends
+        # on t0 + τ is taken again from the left for the history's interpolant
+        dict(method="dopri5", dt=0.1),
+        dict(method="tsit5", dt=0.1),
+        dict(method="bosh3", dt=0.1),
+    ],
+)
 def test_history_that_does_not_end_at_y0(options):
     """History 0 and y0 = 1: the solution jumps at t0, its slope at t0 + τ. Exact pieces:
     1, 2 - t, 4 - 3t + t²/2."""
@@ -182,6 +207,16 @@ def test_history_that_does_not_end_at_y0(options):
     torch.testing.assert_close(
         sol.ys[0, :, 0], torch.tensor(expected, dtype=F64), atol=1e-10, rtol=0
     )
+
+
+@pytest.mark.parametrize("options", [dict(method="dopri5"), dict(method="dopri5", dt=0.25)])
+def test_a_solve_that_ends_on_t0_plus_tau(options):
+    """The last step ends on t0 + τ, where the delayed value jumps (history 0, y0 = 1): its
+    stages there read the history (the left limit), so y stays 1."""
+    prob = DDE(neg_delayed, torch.tensor([1.0], dtype=F64), torch.zeros(1, dtype=F64))
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    sol = solvers.solve(prob, torch.ones(1, 1, dtype=F64), t, **options)
+    torch.testing.assert_close(sol.ys[0, :, 0], torch.ones(3, dtype=F64), atol=1e-12, rtol=0)
 
 
 def test_steps_longer_than_the_delay_are_clamped():
@@ -300,6 +335,62 @@ def test_gradcheck_y0_times_delays_and_history():
     tau = torch.tensor([0.53, 0.29], dtype=F64, requires_grad=True)
     hist = torch.tensor([0.4], dtype=F64, requires_grad=True)
     assert gradcheck(fn, (y0, t, tau, hist), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one loop
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_fixed_step_loop_reads_nothing_back(method, per_sample, request, monkeypatch):
+    """The steps and every look-up of a fixed-step DDE solve are planned before the loop
+    (DelayTerm.begin): the loop and its backward pass read nothing back to the host."""
+    from solvers._adjoint import Config
+    from solvers._controller import ConstantStepSize
+    from solvers._integrate import integrate
+
+    field = DelayField()
+    tau = nn.Parameter(torch.tensor([0.73, 0.41], dtype=F64))
+    history = lambda t: torch.stack([torch.cos(t), torch.sin(2 * t)], dim=-1)  # noqa: E731
+    problem = DDE(field, tau, history)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, -0.2]], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.4, 1.3, 2.5], dtype=F64)
+    lanes_t = t + torch.tensor([[0.0], [0.1]], dtype=F64) if per_sample else t[None]
+    stepper = solvers.methods()[method]
+    cfg = Config(stepper, ConstantStepSize(0.05), 1e-5, 1e-6, 10_000)
+    f0 = problem.check(lanes_t[:, 0].expand(2), y0)
+    terms, sched, jumps = problem.terms().begin(cfg, y0, lanes_t)  # host reads happen here
+    assert jumps is None and sched is not None
+    request.getfixturevalue("forbid_host_reads")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("host read of a tensor's value inside the solver loop")
+
+    monkeypatch.setattr(torch.Tensor, "numpy", refuse)
+    out = integrate(stepper, terms, (y0,), lanes_t, cfg.controller, f0=(f0,), schedule=sched)
+    ys = out.ys[0]
+    assert ys.shape == (2, 4, 2)
+    ys.pow(2).sum().backward()
+    assert tau.grad is not None and y0.grad is not None
+    monkeypatch.undo()
+    expected = solvers.solve(
+        problem, y0.detach(), lanes_t if per_sample else t, method=method, dt=0.05
+    )
+    torch.testing.assert_close(ys.detach(), expected.ys, atol=1e-14, rtol=0)
+
+
+def test_adaptive_steps_are_clamped_to_the_smallest_delay():
+    """With a loose tolerance the controller would take long steps; none is longer than τ."""
+    prob = DDE(lambda t, y, yd: -0.1 * yd[:, 0], torch.tensor([0.2], dtype=F64), 1.0)
+    t = torch.tensor([0.0, 4.0], dtype=F64)
+    sol = solvers.solve(prob, torch.ones(1, 1, dtype=F64), t, method="dopri5", rtol=1e-2, atol=1e-2)
+    assert int(sol.stats.num_accepted_steps[0]) >= 20
+
+
+def test_the_problem_term_needs_a_solve():
+    with pytest.raises(TypeError, match="not bound to one"):
+        unit_problem().terms().derivative(torch.zeros(1), (torch.ones(1, 1),))
 
 
 # ---------------------------------------------------------------------------------------------
