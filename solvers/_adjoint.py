@@ -60,6 +60,8 @@ class Config:
     noise: Any = None
     # dense output: a list that receives every step the forward solve takes, or None
     steps: list | None = None
+    # a terminal event function event(t, y) -> (batch,), or None
+    event: Any = None
 
     @property
     def dt(self) -> float | None:
@@ -111,6 +113,7 @@ def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> 
         checkpoint_every=checkpoint_every,
         jumps=jumps,
         steps=cfg.steps,
+        event=cfg.event,
     )
 
 

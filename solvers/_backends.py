@@ -58,6 +58,8 @@ class AbstractBackend:
                 f"backend {self.name!r} solves {', '.join(s.problems)} problems only, got "
                 f"{kind}{native}"
             )
+        if cfg.event is not None and self.name != "native":
+            raise ValueError(f"backend {self.name!r} takes no event{native}")
         if cfg.steps is not None and not s.dense:
             raise ValueError(f"backend {self.name!r} has no dense output{native}")
         if adjoint.name not in s.adjoints:
@@ -111,6 +113,8 @@ class NativeBackend(AbstractBackend):
             bad = ~torch.isfinite(ys.detach().flatten(2)).all(2).all(1)
             status = torch.where(bad & (status == Status.SUCCESS), int(Status.NONFINITE), status)
         sol = Solution(t, ys, status, Stats(out.nfe + 1, n_acc, n_rej))
+        if cfg.event is not None:
+            sol.event_t = out.event_t
         if cfg.steps is not None:
             from ._dense import DenseOutput
 

@@ -103,6 +103,8 @@ def integrate(
     record: bool = True,
     checkpoint_every: int | str | None = None,
     jumps: torch.Tensor | None = None,
+    steps: list | None = None,
+    event=None,
 ) -> Outcome:
     """Integrate ``terms`` from ``y0`` over the ``(lanes, T)`` grid ``t`` with ``stepper``.
 
@@ -121,11 +123,31 @@ def integrate(
         record: keep the outputs (the continuous adjoint's backward solve needs the end only).
         checkpoint_every: steps per checkpointed segment; ``"auto"``: ``⌈√N⌉``.
         jumps: jump times, ``(J,)`` or ``(lanes, J)``, that adaptive steps land on.
+        steps: a list that receives ``(t0, h, taken, dense)`` for every step (``(lanes,)``
+            tensors, ``taken`` false for rejected steps and steps of size zero): what
+            ``Solution.evaluate`` interpolates from (dense output).
+        event: a terminal event ``event(t, y) -> (batch,)`` (``t``: ``(batch,)``): each lane
+            stops at the first zero crossing, located on the step's interpolant (adaptive
+            controller only).
     """
     if controller.planned:
-        return _planned(stepper, terms, y0, f0, schedule, controls, checkpoint_every, t, record)
+        return _planned(
+            stepper, terms, y0, f0, schedule, controls, checkpoint_every, t, record, steps
+        )
     return _adaptive(
-        stepper, terms, controller, y0, f0, t, norm, max_steps, record, checkpoint_every, jumps
+        stepper,
+        terms,
+        controller,
+        y0,
+        f0,
+        t,
+        norm,
+        max_steps,
+        record,
+        checkpoint_every,
+        jumps,
+        steps,
+        event,
     )
 
 
@@ -214,7 +236,9 @@ def _select(mask: torch.Tensor, new, old):
 # Planned steps
 
 
-def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_every, t, record):
+def _planned(
+    stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_every, t, record, steps
+):
     """Every step from the schedule; no host synchronisation inside the loop."""
     record_at = set(sched.record) if record else set()
     N = len(sched.ts)
@@ -227,7 +251,8 @@ def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_
     # stage times computed before the loop (``_rk.plan_steps``).
     fast = None
     if (
-        isinstance(stepper, ExplicitRungeKutta)
+        steps is None
+        and isinstance(stepper, ExplicitRungeKutta)
         and isinstance(terms, AbstractDerivativeTerm)
         and history is None
     ):
@@ -251,11 +276,14 @@ def _planned(stepper, terms, y0, f0, sched: FixedSchedule, controls, checkpoint_
             for k, dw in zip(range(c0, c1), dws):
                 if history is not None:
                     history.step_begins(k, sched.ts[k], sched.t_ends[k])
+                y_start = y
                 y, _, dense_info, state = stepper.step(
                     terms, sched.ts[k], sched.t_ends[k], sched.hs[k], y, state, control=dw
                 )
                 if history is not None:
                     history.accepted(k, sched.ts[k], sched.t_ends[k], y, dense_info, None)
+                if steps is not None:
+                    steps.append((sched.ts[k], sched.hs[k], sched.hs[k] > 0, dense_info, y_start))
                 if k + 1 in record_at:
                     kept.append(y)
         return (y, state), tuple(kept), {}
@@ -300,7 +328,21 @@ def initial_step(terms, y0: State, f0: State, t0, norm, order: int, span):
     return torch.minimum(torch.minimum(100 * h0, h1), span).nan_to_num(1e-6)
 
 
-def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, every, jumps):
+def _adaptive(
+    stepper,
+    terms,
+    controller,
+    y0,
+    f0,
+    t,
+    norm,
+    max_steps,
+    record,
+    every,
+    jumps,
+    steps=None,
+    event=None,
+):
     """Each lane with its own step size, accept/reject decision and status.
 
     Outputs inside a step come from the stepper's interpolant. The loop reads one small tensor
@@ -367,6 +409,10 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
         prev2=torch.ones_like(h),
         done=(torch.full((lanes,), T == 1, dtype=torch.bool, device=dev) | start_bad),
     )
+    if event is not None:
+        with torch.no_grad():
+            carry["g"] = _event_value(event, t0.detach(), y0)
+        carry["event_t"] = torch.full_like(t0, float("nan"))
     eps = torch.finfo(t0.dtype).eps
 
     def step(c, m):
@@ -415,10 +461,20 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
                 h_new = torch.where(jumped, torch.maximum(h_new, c["h"]), h_new)
             if history is not None:
                 h_new = h_new.clamp(max=history.max_step)
+        crossed, t_end = None, t1
+        if event is not None:
+            crossed, theta_ev, g1 = _event_crossing(
+                event, stepper, dense_info, accept, c["g"], tcur, hstep, t1, y1
+            )
+            if crossed is not None:
+                # the lane stops at the event: outputs up to it, its state there
+                t_end = torch.where(crossed, tcur.detach() + theta_ev * hstep.detach(), t1)
+        with torch.no_grad():
             reached = accept & hit
             n_out = torch.zeros_like(c["idx"])
             if record:
-                passed = torch.searchsorted(tgrid, t1[:, None].detach().contiguous(), right=True)
+                ends = t_end[:, None].detach().contiguous()
+                passed = torch.searchsorted(tgrid, ends, right=True)
                 n_out = torch.where(accept, passed[:, 0] - c["idx"], n_out)
             n_acc = c["n_acc"] + accept
             n_rej = c["n_rej"] + (active & ~accept)
@@ -440,25 +496,28 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
                 int(Status.MAX_STEPS),
                 status,
             )
+            if crossed is not None:
+                status = torch.where(crossed, int(Status.EVENT), status)
             done = c["done"] | reached | (status != 0)
         if history is not None:
             history.accepted(m, tcur, t1, y1, dense_info, accept)
+        if steps is not None:
+            steps.append((tcur, hstep, accept & (hstep > 0), dense_info, y))
         outputs = []
         # the step's one read back to the host
         info = torch.stack([n_out.max(), done.all().long(), jumped.any().long()]).tolist()
         all_done, any_jump = bool(info[1]), bool(info[2])
-        if record:
-            for r in range(info[0]):
-                j = c["idx"] + r
-                valid = r < n_out
-                tq = t.gather(1, j.clamp(max=T - 1)[:, None])[:, 0]
-                theta = torch.where(
-                    hstep > 0, (tq - tcur) / hstep.clamp_min(eps), torch.ones_like(tq)
-                )
-                yq = stepper.interpolate(dense_info, theta)
-                at_end = tq >= t1
-                yq = tuple(torch.where(lane_view(at_end, a), b, a) for a, b in zip(yq, y1))
-                outputs.append((yq, j, valid))
+        if crossed is not None:
+            y_ev, t_ev = _event_state(
+                event, stepper, terms, dense_info, crossed, theta_ev, tcur, hstep, t_end
+            )
+            y1 = tuple(torch.where(lane_view(crossed, a), b, a) for a, b in zip(y1, y_ev))
+            t1 = torch.where(crossed, t_end, t1)
+        if record and info[0] > 0:
+            passed = _dense_outputs(
+                stepper, dense_info, t, c["idx"], n_out, info[0], tcur, hstep, t1, y1
+            )
+            outputs.append(passed)
         if any_jump:
             # the last stage saw the left limit at the jump; the next step starts from the
             # value at the jump (paths are right-continuous)
@@ -478,6 +537,11 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
             prev2=torch.where(accept, c["prev1"], c["prev2"]),
             done=done,
         )
+        if event is not None:
+            new["g"] = torch.where(accept & (g1 == g1), g1, c["g"])
+            new["event_t"] = (
+                c["event_t"] if crossed is None else torch.where(crossed, t_ev, c["event_t"])
+            )
         return new, outputs, all_done, int(evals)
 
     all_done = bool(carry["done"].all())
@@ -513,7 +577,73 @@ def _adaptive(stepper, terms, controller, y0, f0, t, norm, max_steps, record, ev
 
     ys = _assemble_events(y0, outputs, lanes, T) if record else ()
     n_acc, n_rej = carry["n_acc"], carry["n_rej"]
-    return Outcome(ys, carry["y"], carry["status"], n_acc, n_rej, nfe, final_state=carry["state"])
+    out = Outcome(ys, carry["y"], carry["status"], n_acc, n_rej, nfe, final_state=carry["state"])
+    out.event_t = carry.get("event_t")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal events
+
+
+def _event_value(event, t: torch.Tensor, y: State) -> torch.Tensor:
+    """``event(t, y)`` checked: ``(batch,)`` floating point."""
+    g = event(t.expand(y[0].shape[0]), y[0])
+    if not isinstance(g, torch.Tensor) or g.shape != y[0].shape[:1]:
+        got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
+        raise ValueError(
+            f"event(t, y) must return one value per sample, shape ({y[0].shape[0]},); got {got}"
+        )
+    return g.to(t.dtype)
+
+
+def _event_crossing(event, stepper, dense_info, accept, g0, tcur, h, t1, y1):
+    """Lanes whose accepted step crosses zero (``g0 ≠ 0`` and the sign changes, or the end
+    value is zero), and where: ``θ`` in ``[0, 1]`` located by bisection on the step's
+    interpolant to the resolution of the times. Returns ``(crossed or None, θ, g(t1))``."""
+    with torch.no_grad():
+        y1d = tuple(a.detach() for a in y1)
+        g1 = _event_value(event, t1.detach(), y1d)
+        crossed = accept & (g0 != 0) & ((g1 == 0) | (torch.sign(g1) != torch.sign(g0)))
+        if not bool(crossed.any()):  # one more read back per step, only with an event
+            return None, None, g1
+        lo = torch.zeros_like(h)
+        hi = torch.ones_like(h)
+        sign0 = torch.sign(g0)
+        td, hd = tcur.detach(), h.detach()
+        for _ in range(54 if h.dtype == torch.float64 else 26):
+            mid = 0.5 * (lo + hi)
+            ym = tuple(a.detach() for a in stepper.interpolate(dense_info, mid))
+            gm = _event_value(event, td + mid * hd, ym)
+            before = torch.sign(gm) == sign0  # the crossing lies after mid
+            lo = torch.where(before, mid, lo)
+            hi = torch.where(before, hi, mid)
+        return crossed, hi, g1
+
+
+def _event_state(event, stepper, terms, dense_info, crossed, theta, tcur, h, t_event):
+    """The state at the event (on the interpolant, with its graph) and the event time,
+    differentiable by the implicit function theorem: ``dt*/dθ = -(∂g/∂y ∂y/∂θ) / (dg/dt)``
+    along the solution, as torchdiffeq's ``odeint_event`` does."""
+    y_ev = stepper.interpolate(dense_info, theta)
+    td = t_event.detach()
+    with torch.enable_grad():
+        t_ = td.clone().requires_grad_(True)
+        y_ = y_ev[0].detach().requires_grad_(True)
+        g = _event_value(event, t_, (y_,))
+        dg_dt, dg_dy = torch.autograd.grad(g.sum(), [t_, y_], allow_unused=True)
+    dg_dt = torch.zeros_like(td) if dg_dt is None else dg_dt
+    dg_dy = torch.zeros_like(y_) if dg_dy is None else dg_dy
+    with torch.no_grad():
+        f = terms.derivative(td, (y_ev[0].detach(),))[0]
+        rate = dg_dt + (dg_dy * f).flatten(1).sum(1)
+        rate = torch.where(crossed & (rate != 0), rate, torch.ones_like(rate))
+    if torch.is_grad_enabled() and (y_ev[0].requires_grad or td.requires_grad):
+        g_graph = _event_value(event, td, y_ev)
+        t_ev = td - (g_graph - g_graph.detach()) / rate
+    else:
+        t_ev = td
+    return y_ev, t_ev
 
 
 def _finite(y: State, lanes: int) -> torch.Tensor:
@@ -565,21 +695,48 @@ def _next_jump(jumps: torch.Tensor, tcur: torch.Tensor):
     return nxt, nxt - tcur
 
 
+def _dense_outputs(stepper, dense_info, t, idx, n_out, R: int, tcur, hstep, t1, y1):
+    """The outputs that one step passed (at most ``R`` per lane), interpolated together:
+    ``(values, j, valid)``, the values ``(batch, R, *state)`` per component, the output
+    indices ``j`` and whether each is one ``(lanes, R)``. One batched interpolation per step
+    instead of one per output time (PERFORMANCE.md: "dense output in batches")."""
+    T = t.shape[1]
+    eps = torch.finfo(t.dtype).eps
+    r = torch.arange(R, device=t.device)
+    j = idx[:, None] + r
+    valid = r < n_out[:, None]
+    tq = t.gather(1, j.clamp(max=T - 1))
+    hs = hstep[:, None]
+    theta = torch.where(hs > 0, (tq - tcur[:, None]) / hs.clamp_min(eps), torch.ones_like(tq))
+    if isinstance(stepper, ExplicitRungeKutta):
+        yq = stepper.interpolate_many(dense_info, theta)
+    else:
+        each = [stepper.interpolate(dense_info, theta[:, i]) for i in range(R)]
+        yq = tuple(torch.stack([e[c] for e in each], dim=1) for c in range(len(y1)))
+    at_end = tq >= t1[:, None]  # the output is the end of the step: its value exactly
+    out = []
+    for a, b in zip(yq, y1):
+        mask = at_end.reshape(at_end.shape + (1,) * (a.ndim - 2))
+        out.append(torch.where(mask, b[:, None], a))
+    return tuple(out), j, valid
+
+
 def _assemble_events(y0: State, events, lanes: int, T: int) -> State:
-    """Place every dense-output event at its (sample, output index), in one gather."""
+    """Place every dense output (``_dense_outputs``: ``(lanes, R)`` indices per step) at its
+    (sample, output index), in one gather."""
     dev = y0[0].device
     src = torch.full((lanes, T), -1, dtype=torch.long, device=dev)
     src[:, 0] = 0
     if events:
-        J = torch.stack([j for _, j, _ in events])  # (E, lanes)
-        V = torch.stack([v for _, _, v in events])
-        E = torch.arange(1, len(events) + 1, device=dev)[:, None].expand_as(J)
-        lane = torch.arange(lanes, device=dev)[None].expand_as(J)
+        J = torch.cat([j for _, j, _ in events], dim=1)  # (lanes, E)
+        V = torch.cat([v for _, _, v in events], dim=1)
+        E = torch.arange(1, J.shape[1] + 1, device=dev)[None].expand_as(J)
+        lane = torch.arange(lanes, device=dev)[:, None].expand_as(J)
         src[lane[V], J[V]] = E[V]
     unreached = src < 0
     out = []
     for c in range(len(y0)):
-        stacked = torch.stack([y0[c]] + [ev[0][c] for ev in events], dim=1)
+        stacked = torch.cat([y0[c][:, None]] + [ev[0][c] for ev in events], dim=1)
         idx = src.clamp_min(0).reshape(src.shape + (1,) * (stacked.ndim - 2))
         val = stacked.gather(1, idx.expand(-1, -1, *stacked.shape[2:]))
         mask = unreached.reshape(unreached.shape + (1,) * (val.ndim - 2)).expand_as(val)

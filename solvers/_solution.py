@@ -17,6 +17,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1
     DT_UNDERFLOW = 2
     NONFINITE = 3
+    EVENT = 4
 
     @property
     def message(self) -> str:
@@ -30,6 +31,8 @@ _MESSAGES = {
     Status.DT_UNDERFLOW: "the step size fell below the resolution of the time variable; "
     "the problem may be stiff or singular there",
     Status.NONFINITE: "the state or the vector field became NaN or infinite",
+    Status.EVENT: "the event function crossed zero and the sample stopped there "
+    "(Solution.event_t); not a failure",
 }
 
 
@@ -75,6 +78,8 @@ class Solution:
         stats: counters (:class:`Stats`).
         detail: what the backend said about a failure, if anything.
         dense: the steps' dense output (``solve(..., dense=True)``), for :meth:`evaluate`.
+        event_t: with ``solve(..., event=fn)``, ``(batch,)``: the time at which each sample's
+            event function crossed zero (NaN where it did not); differentiable.
     """
 
     ts: torch.Tensor
@@ -83,6 +88,7 @@ class Solution:
     stats: Stats
     detail: str = ""
     dense: object = None  # a DenseOutput when solved with dense=True
+    event_t: torch.Tensor | None = None  # (batch,) event times (NaN: none), with event=...
 
     def evaluate(self, t) -> torch.Tensor:
         """The solution at any times ``t`` inside the solved span, from the steps' own
@@ -102,8 +108,9 @@ class Solution:
 
     @property
     def success(self) -> bool:
-        """Whether every sample reached the final time."""
-        return bool((self.status_codes == Status.SUCCESS).all())
+        """Whether no sample failed: each reached the final time or stopped at its event."""
+        ok = (self.status_codes == Status.SUCCESS) | (self.status_codes == Status.EVENT)
+        return bool(ok.all())
 
     def raise_on_failure(self) -> None:
         """Raise :class:`SolverError` for the first failing status, naming its samples."""

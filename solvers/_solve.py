@@ -31,6 +31,7 @@ def solve(
     max_steps: int = 10_000,
     throw: bool = True,
     dense: bool = False,
+    event=None,
 ) -> Solution:
     """Solve ``problem`` from ``y0`` at ``t[..., 0]`` and return the solution at every ``t``.
 
@@ -63,6 +64,12 @@ def solve(
         dense: keep every step's dense information, so that ``Solution.evaluate(t)`` gives
             the solution at any time inside the span (methods with an interpolant:
             ``bosh3``, ``dopri5``, ``tsit5``; adjoints ``direct`` and ``backsolve``).
+        event: a terminal event ``event(t, y) -> (batch,)`` (``t``: ``(batch,)``, each
+            sample's time): each sample stops at the first zero crossing, located on the
+            step's interpolant to the resolution of the times; ``Solution.event_t`` holds the
+            time (NaN where none), differentiable (implicit function theorem), and those
+            samples get ``Status.EVENT``. Adaptive methods with an interpolant, adjoint
+            ``"direct"``.
 
     Returns:
         A :class:`Solution` with ``ys`` of shape ``(batch, T, *state)``.
@@ -89,6 +96,8 @@ def solve(
     if dense:
         check_dense(problem, method, adjoint)
         cfg.steps = []
+    if event is not None:
+        cfg.event = check_event(event, method, controller, adjoint, backwards)
     backend.check_supports(problem, cfg, adjoint, t)
     refusal = adjoint.refuses(problem, method)
     if refusal:
@@ -100,9 +109,35 @@ def solve(
         sol.ts = t_given
         if sol.dense is not None:
             sol.dense.sign = -1.0
+        if sol.event_t is not None:
+            sol.event_t = -sol.event_t
     if throw:
         sol.raise_on_failure()
     return sol
+
+
+def check_event(event, method, controller, adjoint, backwards: bool):
+    """The event function, checked (and in reversed time for a backwards solve)."""
+    if not callable(event):
+        raise TypeError(f"event must be callable as event(t, y), got {type(event).__name__}")
+    if controller.planned:
+        raise ValueError(
+            "event: terminal events are located on adaptive steps; pass rtol/atol (no dt)"
+        )
+    if not method.has_dense_output:
+        fit = [n for n, m in methods().items() if m.has_dense_output and m.adaptive]
+        raise ValueError(
+            f"event: method {method.name!r} has no interpolant to locate the event on; use "
+            f"{', '.join(fit)}"
+        )
+    if adjoint.name != "direct":
+        raise ValueError(
+            f"event: gradients through the event time need adjoint 'direct', got "
+            f"{adjoint.name!r}"
+        )
+    if backwards:
+        return lambda s, y: event(-s, y)
+    return event
 
 
 def check_dense(problem, method, adjoint) -> None:
