@@ -46,6 +46,10 @@ REFUSALS = (
     "not in the solver layer yet",
     "has no counterpart in solvers.compat",
     "solvers.compat does not provide",
+    # the native solver's own refusals (docs/compat.md lists them)
+    "handles stratonovich SDEs; got an ito SDE",
+    "handles ito SDEs with",
+    "handles stratonovich SDEs with",
 )
 
 _REFUSE = (
@@ -96,6 +100,13 @@ PLUGIN = textwrap.dedent(
 
     _OUT = os.environ["PEER_SUITE_RECORD"]
 
+    def pytest_collectreport(report):
+        if report.outcome == "failed":
+            with open(_OUT, "a") as fh:
+                fh.write(json.dumps({"nodeid": report.nodeid + " (collection)", "when": "collect",
+                                     "outcome": "failed", "subtest": None,
+                                     "message": str(report.longrepr)[-4000:]}) + "\n")
+
     def pytest_runtest_logreport(report):
         ctx = getattr(report, "context", None)
         if report.when != "call" and report.outcome == "passed":
@@ -127,8 +138,10 @@ def extract_tests(source: Path, dest: Path) -> Path:
     folder = next((n for n in ("tests", "test") if n in names), None)
     if folder is None:
         raise SystemExit(f"{source}: no tests/ or test/ directory at HEAD")
+    # the tests may run the peer's example scripts (torchcde's test_example.py)
+    folders = [folder, *(n for n in ("example", "examples") if n in names)]
     files = subprocess.run(
-        [*git, "ls-tree", "-r", "--name-only", "HEAD", folder],
+        [*git, "ls-tree", "-r", "--name-only", "HEAD", *folders],
         check=True,
         capture_output=True,
         text=True,
@@ -173,6 +186,7 @@ def run_suite(name: str, source: Path, timeout: float, extra: list[str]) -> dict
             "-q",
             "-o",
             "python_files=test_*.py *_tests.py",
+            "--continue-on-collection-errors",
             *map(str, files),
             *extra,
         ]
@@ -215,6 +229,7 @@ def summarise(name, rows, tail, timed_out) -> dict:
             failures.append((label, (last[-1] if last else r["message"][-200:]).strip()))
     return {
         "suite": name,
+        "rows": rows,
         "counts": dict(counts),
         "failures": failures,
         "timed_out": timed_out,
