@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import re
 import shlex
@@ -66,6 +67,14 @@ def commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def load() -> str:
+    """The machine's 1-minute load average (other processes compete for the cores)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except (OSError, IndexError):
+        return "?"
 
 
 def timed(step, device, repeats: int) -> list[float]:
@@ -122,6 +131,7 @@ def describe(model) -> str:
 
 def run(args) -> str:
     device = torch.device(args.device)
+    load_start = load()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, args.length, args.channels, generator=g).to(device)
     inputs = {args.length: x, args.solve_length: x[:, : args.solve_length]}
@@ -144,11 +154,16 @@ def run(args) -> str:
         rows.append((name, describe(model), length, statistics.median(times)))
     if any(length == args.solve_length for *_, length, _t in rows[1:]):
         rows.insert(1, ("torch.nn.GRU", rows[0][1], args.solve_length))
+    for row in rows:
+        if len(row) == 3:
+            reference(row[2])
     lines = [
         f"- Machine: {machine()}; {torch.get_num_threads()} torch thread(s); device {device}",
         f"- torch {torch.__version__}, Python {platform.python_version()}; commit {commit()}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- Command: `python benchmarks/sequence.py {shlex.join(sys.argv[1:])}`",
+        f"- 1-minute load average at start / end: {load_start} / {load()} (the machine has "
+        f"{os.cpu_count()} logical cores; above that, other processes compete for them)",
         f"- Batch {args.batch}, hidden {args.hidden}, {args.channels} input channels, "
         f"T unit-spaced observations, float32; forward + backward of the mean square of h_n; "
         f"median of {args.repeats} runs after {WARMUP} warm-up runs",
