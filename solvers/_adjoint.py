@@ -89,14 +89,17 @@ def forward_solve(problem, cfg: Config, y0, t, f0, *, checkpoint_every=None) -> 
         # this solve, and places the steps (on its breakpoints, none longer than a delay)
         terms, schedule, jumps = terms.begin(cfg, y0, t)
     elif isinstance(terms, MultiTerm):
-        from ._sde import SDESchedule
+        from ._sde import AdaptiveNoise, SDESchedule
 
-        if cfg.noise is not None:
-            controls = cfg.noise
+        g0 = terms.g(t[:, 0], y0) if cfg.noise is None else None
+        if not cfg.controller.planned:
+            # adaptive steps: increments queried on a BrownianPath, so that a rejected step
+            # and its retry see the same noise; the steps land on every output time
+            controls = AdaptiveNoise(problem, y0, t, g0)
+            jumps = t.detach()
         else:
-            g0 = terms.g(t[:, 0], y0)
-            controls = SDESchedule(problem, cfg, y0, t, g0)
-        schedule = controls.sched
+            controls = cfg.noise if cfg.noise is not None else SDESchedule(problem, cfg, y0, t, g0)
+            schedule = controls.sched
     elif cfg.controller.planned:
         schedule = cfg.fixed_schedule(t)
     return integrate(

@@ -148,6 +148,7 @@ def integrate(
         jumps,
         steps,
         event,
+        controls,
     )
 
 
@@ -342,6 +343,7 @@ def _adaptive(
     jumps,
     steps=None,
     event=None,
+    controls=None,
 ):
     """Each lane with its own step size, accept/reject decision and status.
 
@@ -440,7 +442,11 @@ def _adaptive(
         t1 = torch.where(active, t1, tcur)
         if history is not None:
             history.step_begins(m, tcur, t1)
-        y1, err, dense_info, state1 = stepper.step(terms, tcur, t1, hstep, y, c["state"], left=jump)
+        # an SDE's adaptive steps query their Brownian increments on the path, at any times
+        control = None if controls is None else controls.query
+        y1, err, dense_info, state1 = stepper.step(
+            terms, tcur, t1, hstep, y, c["state"], left=jump, control=control
+        )
         evals = stepper.evals(1, c["state"] is not None)
         with torch.no_grad():
             en = norm(

@@ -218,9 +218,34 @@ class AbstractSDEMethod(AbstractStepper):
         """Extra solver state carried between steps (default: none)."""
         return None
 
+    @property
+    def error_order(self) -> float:
+        """Adaptive steps estimate their error by step doubling (one step of ``h`` against
+        two of ``h/2`` on the same Brownian path); the estimate is of the strong order."""
+        return self.order
+
     def step(self, terms, t0, t1, h, y, state, *, control=None, left=None):
-        y1, state = self.sde_step(terms, t0, h[:, None], y[0], state, control)
-        return (y1,), None, None, state
+        y0 = y[0]
+        if not callable(control):  # planned steps: the increment is given
+            y1, state = self.sde_step(terms, t0, h[:, None], y0, state, control)
+            return (y1,), None, (y0, y1), state
+        # adaptive steps: increments queried on the path; step doubling gives the error
+        hv = h[:, None]
+        tm = t0 + 0.5 * h
+        full, _ = self.sde_step(terms, t0, hv, y0, state, control(t0, t1))
+        ym, sm = self.sde_step(terms, t0, 0.5 * hv, y0, state, control(t0, tm))
+        y1, state = self.sde_step(terms, tm, 0.5 * hv, ym, sm, control(tm, t1))
+        return (y1,), (y1 - full,), (y0, y1), state
+
+    def interpolate(self, dense_info, theta):
+        """Linear between the step's ends (adaptive SDE steps land on every output time,
+        where this is the step's own end)."""
+        y0, y1 = dense_info
+        w = theta.reshape(theta.shape + (1,) * (y0.ndim - 1))
+        return (y0 + w * (y1 - y0),)
+
+    def evals(self, n_steps, state_given):
+        return n_steps * self.evals_per_step
 
     def sde_step(self, terms: MultiTerm, t, h, y, extra, dw) -> tuple[torch.Tensor, tuple]:
         """One step from ``(t, y)`` (``t``: ``(lanes,)``) of size ``h`` (``(lanes, 1)``) with
@@ -307,6 +332,29 @@ class SDESchedule:
 
     def h(self, k: int) -> torch.Tensor:
         return self.sched.hs[k][:, None]
+
+
+class AdaptiveNoise:
+    """The Brownian increments of an adaptive SDE solve, queried on a
+    :class:`~solvers.BrownianPath` at any times (per lane), so that a rejected step and its
+    retry see the same noise. The path is the problem's own, or (by default) the path of
+    ``seed`` over the span of the output times, at depth 32."""
+
+    def __init__(self, problem: SDE, y0, t: torch.Tensor, g0):
+        shape = problem._noise_shape(y0, g0 if g0 is not None else problem.terms().g(t[:, 0], y0))
+        if problem.brownian is not None:
+            self.bm = problem._checked_brownian(t, shape)
+        else:
+            td = t.detach()
+            lo, hi = float(td[:, 0].min()), float(td[:, -1].max())
+            self.bm = BrownianPath(lo, hi, shape, problem.seed, y0.dtype, y0.device)
+
+    def query(self, ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+        """``W(tb) - W(ta)``, ``(batch, m)``, for ``(lanes,)`` times, without gradient."""
+        with torch.no_grad():
+            lo, hi = self.bm.t0, self.bm.t1
+            w = self.bm.values(torch.stack([ta.clamp(lo, hi), tb.clamp(lo, hi)]))
+            return w[1] - w[0]
 
 
 def _uncapped_steps(t: torch.Tensor, dt: float) -> int:

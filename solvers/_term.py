@@ -213,6 +213,11 @@ class MultiTerm(AbstractTerm):
         """The diffusion at the ``(lanes,)`` time ``t``."""
         return self.diffusion.vf(t, y)
 
+    def derivative(self, t, y):
+        """The drift alone, as a tuple state: what the first-step heuristic of an adaptive
+        solve probes (the noise has no time derivative)."""
+        return (self.f(t, y[0]),)
+
     def parameters(self):
         seen, out = set(), []
         for term in self.terms:

@@ -189,6 +189,6 @@ def test_default_method_per_problem():
     strat = solvers.SDE(lambda t, y: -y, lambda t, y: 0.1 * y, sde_type="stratonovich")
     assert solvers.solve(ito, y0, t, dt=0.01).success
     assert solvers.solve(strat, y0, t, dt=0.01).success
-    with pytest.raises(ValueError, match="'euler_maruyama' is fixed-step: pass dt"):
+    with pytest.raises(ValueError, match=r"'euler_maruyama' has strong order 0.5 .* Pass dt"):
         solvers.solve(ito, y0, t)
     assert solvers.solve(ODE(lambda t, y: -y), y0, t).success
