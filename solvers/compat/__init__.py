@@ -1,7 +1,6 @@
 """Drop-in front-ends for users of the peer libraries, running on :func:`solvers.solve`.
 
-- :mod:`solvers.compat.torchdiffeq`: ``odeint``, ``odeint_adjoint`` (``odeint_event`` is
-  absent: the solver layer has no terminal events yet);
+- :mod:`solvers.compat.torchdiffeq`: ``odeint``, ``odeint_adjoint``, ``odeint_event``;
 - :mod:`solvers.compat.torchcde`: ``cdeint``, the coefficient functions and the
   interpolation classes;
 - :mod:`solvers.compat.torchsde`: ``sdeint``, ``sdeint_adjoint``.

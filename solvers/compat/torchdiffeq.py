@@ -92,13 +92,21 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
             ``first_step``, ``max_num_steps``, ``jump_t``, ``safety``, ``ifactor``,
             ``dfactor``. Any other key, or a key of the other kind of method, is a
             ``ValueError``.
-        event_fn: not supported (the solver layer has no terminal events yet): a
-            ``NotImplementedError``.
+        event_fn: ``event_fn(t, y)`` (0-dim ``t``, ``y`` as ``func`` gets it) returning a
+            scalar: the solve starts at ``t[0]``, goes in the direction of ``t[1]`` (forwards
+            when ``t`` has one entry) and stops at the first zero crossing of ``event_fn``
+            (native terminal events: adaptive methods only). The other entries of ``t`` are
+            ignored, as in torchdiffeq.
 
     Returns:
-        ``(T, *y0.shape)``, or a tuple of such for a tuple ``y0``.
+        ``(T, *y0.shape)``, or a tuple of such for a tuple ``y0``. With ``event_fn``:
+        ``(event_t, solution)``, ``event_t`` 0-dim and ``solution`` ``(2, *y0.shape)``,
+        the states at ``t[0]`` and at the event; both differentiable (the event time by the
+        implicit function theorem).
     """
     run = _Run(func, y0, t, rtol, atol, method, options, event_fn, "odeint")
+    if event_fn is not None:
+        return run.solve_until_event(event_fn)
     return run.solve(adjoint="direct")
 
 
@@ -138,6 +146,12 @@ def odeint_adjoint(
                 "odeint_adjoint: adjoint_method differs from method and options were given, "
                 "so adjoint_options cannot be inferred from them: pass adjoint_options"
             )
+    if event_fn is not None:
+        raise ValueError(
+            "odeint_adjoint: event_fn is not supported: the native terminal events give "
+            "gradients through the event time under direct backpropagation only; use odeint "
+            "(or odeint_event(..., odeint_interface=odeint))"
+        )
     params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
     params = tuple(p for p in params if p.requires_grad)
     run = _Run(func, y0, t, rtol, atol, method, options, event_fn, "odeint_adjoint")
@@ -168,15 +182,24 @@ def odeint_adjoint(
 
 
 def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface=odeint, **kwargs):
-    """Absent: the native solver has no terminal events yet (issue 15, "Terminal events").
+    """Solve from ``t0`` until the first zero crossing of ``event_fn(t, y)`` (torchdiffeq's
+    call): forwards, or backwards with ``reverse_time=True``.
 
-    Raises:
-        NotImplementedError: always.
+    Returns ``(event_t, solution)`` as :func:`odeint` with ``event_fn`` does: the event time
+    (0-dim) and the states at ``t0`` and at the event, ``(2, *y0.shape)``. Gradients reach the
+    event time and the state there through the native terminal events (implicit function
+    theorem), so ``odeint_interface`` must be :func:`odeint`.
     """
-    raise NotImplementedError(
-        "odeint_event: terminal events (stopping at a zero of event_fn) are not in the solver "
-        "layer yet; solve to a fixed time with odeint and locate the crossing yourself"
-    )
+    if odeint_interface is not odeint:
+        raise ValueError(
+            "odeint_event: odeint_interface other than solvers.compat.torchdiffeq.odeint is not "
+            "supported (the native event gradients need direct backpropagation)"
+        )
+    t0 = torch.as_tensor(t0)
+    t0 = t0 if t0.is_floating_point() else t0.to(torch.get_default_dtype())
+    step = -1.0 if reverse_time else 1.0
+    t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + step])
+    return odeint(func, y0, t, event_fn=event_fn, **kwargs)
 
 
 def _native_method(method, where):
@@ -266,11 +289,6 @@ class _Run:
     """One torchdiffeq-style call mapped onto a native solve."""
 
     def __init__(self, func, y0, t, rtol, atol, method, options, event_fn, where):
-        if event_fn is not None:
-            raise NotImplementedError(
-                f"{where}: event_fn is not supported: the solver layer has no terminal events "
-                "yet (see docs/compat.md)"
-            )
         if not callable(func):
             raise TypeError(f"{where}: func must be callable as func(t, y)")
         self.where, self.func = where, func
@@ -351,6 +369,54 @@ class _Run:
             max_steps=max_steps,
         )
         return self.state.unflatten(sol.ys[0], lead=(T,))
+
+    def solve_until_event(self, event_fn):
+        """Solve from ``t[0]`` in windows of growing length until ``event_fn`` crosses zero;
+        returns ``(event_t, solution)`` with ``solution`` the states at ``t[0]`` and at the
+        event."""
+        if self.fixed:
+            raise ValueError(
+                f"{self.where}: event_fn with the fixed-step method {self.method!r} is not "
+                "supported: native terminal events are located on adaptive steps; use dopri5, "
+                "bosh3 or tsit5"
+            )
+        if not callable(event_fn):
+            raise TypeError(f"{self.where}: event_fn must be callable as event_fn(t, y)")
+
+        def event(tt, x):
+            time = -tt.reshape(()) if self.reverse else tt.reshape(())
+            return event_fn(time, self.state.unflatten(x[0])).reshape(1).to(x.dtype)
+
+        problem, flat = self.problem(), self.state.flat
+        start = self.s[:1]
+        width = 1.0
+        for _ in range(24):  # windows up to 2**24 time units
+            window = torch.cat([start, start.detach() + width])
+            sol = _solve(
+                problem,
+                flat,
+                window,
+                method=self.native,
+                rtol=self.rtol,
+                atol=self.atol,
+                controller=self.controller(),
+                max_steps=int(self.options.get("max_num_steps", 2**31 - 1)),
+                dense=True,
+                event=event,
+            )
+            s_event = sol.event_t
+            if not bool(torch.isnan(s_event.detach()).any()):
+                y_event = sol.evaluate(s_event[:, None])[:, 0]
+                break
+            flat, start, width = sol.ys[:, -1], window[1:], 2 * width
+        else:
+            raise RuntimeError(
+                f"{self.where}: event_fn did not cross zero before t = "
+                f"{float(-start if self.reverse else start)}"
+            )
+        event_t = (-s_event if self.reverse else s_event).reshape(())
+        both = torch.cat([self.state.flat, y_event])
+        return event_t.to(self.t.dtype), self.state.unflatten(both, lead=(2,))
 
 
 def _span(s):

@@ -190,12 +190,41 @@ def test_odeint_named_errors(kwargs, match):
         cdiff.odeint(field, torch.ones(2, dtype=D), torch.linspace(0, 1, 3, dtype=D), **kwargs)
 
 
+def test_odeint_event_falling_ball_equals_torchdiffeq():
+    def ball(t, y):
+        return torch.stack([y[1], -9.81 * torch.ones_like(y[1])])
+
+    out = {}
+    for lib in (tdiff, cdiff):
+        y0 = torch.tensor([10.0, 0.0], dtype=D, requires_grad=True)
+        t0 = torch.tensor(0.0, dtype=D)
+        event_t, sol = lib.odeint_event(ball, y0, t0, event_fn=lambda t, y: y[0], method="dopri5")
+        (event_t + sol[-1].sum()).backward()
+        out[lib] = (event_t.detach(), sol.detach(), y0.grad)
+    event_t, sol, _ = out[cdiff]
+    assert event_t.shape == () and sol.shape == (2, 2)
+    torch.testing.assert_close(event_t, torch.tensor(math.sqrt(20 / 9.81), dtype=D))
+    for a, b in zip(out[cdiff], out[tdiff]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+    # backwards in time, through odeint(event_fn=...): h(t) = 10 - 4.905 (t - 3)^2 hits
+    # 10 - 4.905 * 9 at t = 0
+    event_t, sol = cdiff.odeint(ball, torch.tensor([10.0, 0.0], dtype=D),
+                                torch.tensor([3.0, 2.0], dtype=D), method="dopri5",
+                                event_fn=lambda t, y: y[0] - 10 + 4.905 * 9)  # fmt: skip
+    torch.testing.assert_close(event_t, torch.tensor(0.0, dtype=D), rtol=0, atol=1e-8)
+
+
 def test_odeint_events_and_adjoint_params_errors():
     y0, t = torch.ones(2, dtype=D), torch.linspace(0, 1, 3, dtype=D)
-    with pytest.raises(NotImplementedError, match="event_fn is not supported"):
-        cdiff.odeint(field, y0, t, event_fn=lambda t, y: y.sum())
-    with pytest.raises(NotImplementedError, match="terminal events"):
-        cdiff.odeint_event(field, y0, t[0], event_fn=lambda t, y: y.sum())
+    with pytest.raises(ValueError, match="event_fn with the fixed-step method 'rk4'"):
+        cdiff.odeint(field, y0, t, method="rk4", event_fn=lambda t, y: y.sum())
+    with pytest.raises(ValueError, match="odeint_adjoint: event_fn is not supported"):
+        cdiff.odeint_adjoint(Linear(), y0, t, event_fn=lambda t, y: y.sum())
+    with pytest.raises(ValueError, match="odeint_interface other than"):
+        cdiff.odeint_event(field, y0, t[0], event_fn=lambda t, y: y.sum(),
+                           odeint_interface=cdiff.odeint_adjoint)  # fmt: skip
+    with pytest.raises(RuntimeError, match="did not cross zero"):
+        cdiff.odeint(lambda t, y: torch.ones_like(y), y0, t, event_fn=lambda t, y: y.sum())
     with pytest.raises(ValueError, match=r"func must be an nn\.Module"):
         cdiff.odeint_adjoint(field, y0, t)
     with pytest.raises(ValueError, match="adjoint_options cannot be inferred"):
