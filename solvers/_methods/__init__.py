@@ -55,3 +55,10 @@ def register_builtin() -> None:
     register_splittings(register_method)
     for cls in (EulerMaruyama, Milstein, ReversibleHeun):
         register_method(cls())
+    # implicit methods for stiff problems (``_implicit``)
+    from .._implicit import ESDIRK
+    from .implicit_euler import IMPLICIT_EULER
+    from .kvaerno5 import KVAERNO5
+
+    for tab in (IMPLICIT_EULER, KVAERNO5):
+        register_method(ESDIRK(tab))
