@@ -274,7 +274,7 @@ def render(rows: list[dict], models, datasets, missing, seeds, notes: str = "") 
             gap = scores[best] - pub["dtw"]
             verdict = ("yes" if gap >= -3 else "no") + f" ({gap:+.1f})"
         lines.append(
-            f"| {dataset} | {best} (best of {n_models} run) | {scores[best]:.1f} | "
+            f"| {dataset} | {best} (of {n_models} models run) | {scores[best]:.1f} | "
             f"{_published(pub['dtw'])} | {_published(pub['rocket'])} | {verdict} |"
         )
     lines.append("")
