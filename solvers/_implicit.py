@@ -381,6 +381,9 @@ class ESDIRK(AbstractStepper):
         self._add(1)
         k1 = terms.derivative(t0, y)
         ks: list[State] = [k1]
+        # whether anything the stages depend on carries a graph (the first stage tells for
+        # the vector field's parameters and captured tensors)
+        graph = torch.is_grad_enabled() and any(a.requires_grad for a in (*k1, *y, h, t0, t1))
         x0 = flat.flat(y).detach()
         inv = None
         if cfg.update == "chord":
@@ -406,7 +409,8 @@ class ESDIRK(AbstractStepper):
                     guess = guess + hg.detach()[:, None] * kp
                 z, conv = self._newton(field(ti), guess, base_x.detach(), hg.detach(), inv, rtol)
             ok = ok & conv
-            z = self._with_gradient(field, ti, z, base_x, hg)
+            if graph:
+                z = self._with_gradient(field, ti, z, base_x, hg)
             zs.append(z)
             k_flat = (z - base_x) / hg_safe[:, None]
             k = flat.unflat(k_flat)
@@ -429,47 +433,44 @@ class ESDIRK(AbstractStepper):
         """Solve ``z = base + hγ fn(z)`` per sample from the guess ``z``; returns the solution
         and ``(B,)`` whether each sample converged. No graph."""
         cfg = self.newton
-        B = z.shape[0]
+        B, D = z.shape
+        hg_col = hg[:, None]
+        root_d = math.sqrt(D)
         converged = torch.zeros(B, dtype=torch.bool, device=z.device)
-        failed = torch.zeros_like(converged)
-        prev = None
+        done = converged
+        prev = torch.full((B,), math.inf, dtype=z.dtype, device=z.device)
         for _ in range(cfg.max_iters):
             if cfg.update == "newton":
                 fz, J = jacobian(fn, z, cfg.jacobian)
                 inv = _inverse(J, hg)
             else:
                 fz = fn(z)
-            G = z - base - hg[:, None] * fz
-            dz = -_solve(inv, G)
-            scale = cfg.atol + rtol * z.abs()
-            norm = (dz / scale).pow(2).mean(1).sqrt()
-            finite = torch.isfinite(norm)
-            active = ~(converged | failed)
-            conv = active & finite & (norm <= 1)
-            bad = active & ~finite
-            if prev is not None:
-                bad = bad | (active & ~conv & (norm >= prev))  # the increments do not shrink
-            z = torch.where((active & ~bad)[:, None], z + dz, z)
-            converged = converged | conv
-            failed = failed | bad
+            G = torch.addcmul(z - base, hg_col, fz, value=-1.0)
+            dz = _solve(inv, G)  # z - dz is the next iterate
+            norm = torch.linalg.vector_norm(dz / (cfg.atol + rtol * z.abs()), dim=1) / root_d
+            conv = norm <= 1  # False for NaN
+            # diverging: increments that do not shrink (or are not finite)
+            bad = ~conv & ~(norm < prev)
+            active = ~done
+            z = torch.where((active & ~bad)[:, None], z - dz, z)
+            converged = converged | (active & conv)
+            done = done | conv | bad
             prev = norm
-            if bool((converged | failed).all()):
+            if bool(done.all()):
                 break
         return z, converged
 
     def _with_gradient(self, field, ti, z, base_x, hg):
         """The converged stage ``z`` with the implicit function theorem's gradient: one
         Newton step with the graph and the exact Jacobian at ``z``, added as zero."""
-        if not torch.is_grad_enabled():
-            return z
         fz = field(ti, live=True)(z.detach())
         G = z - base_x - hg[:, None] * fz
         if not G.requires_grad:
             return z
         _, J = jacobian(field(ti), z, self.newton.jacobian)
         inv = _inverse(J, hg.detach())
-        c = -_solve(inv, G)
-        return z + (c - c.detach())
+        c = _solve(inv, G)
+        return z - (c - c.detach())
 
     def interpolate(self, dense_info, theta):
         """Cubic Hermite interpolation through both ends of the step and their slopes."""
