@@ -105,7 +105,7 @@ PLUGIN = textwrap.dedent(
             with open(_OUT, "a") as fh:
                 fh.write(json.dumps({"nodeid": report.nodeid + " (collection)", "when": "collect",
                                      "outcome": "failed", "subtest": None,
-                                     "message": str(report.longrepr)[-4000:]}) + "\n")
+                                     "message": str(report.longrepr)[-4000:]}) + "\\n")
 
     def pytest_runtest_logreport(report):
         ctx = getattr(report, "context", None)
@@ -222,6 +222,8 @@ def summarise(name, rows, tail, timed_out) -> dict:
             counts["absent"] += 1
         elif any(r["nodeid"].endswith(k) for k in DOCUMENTED):
             counts["documented"] += 1
+        elif "Timeout >" in r["message"]:
+            counts["timeout"] += 1  # pytest-timeout's per-test limit (passed after --)
         else:
             counts["failed"] += 1
             label = r["nodeid"] + (f" {r['subtest']['kwargs']}" if r["subtest"] else "")
@@ -243,8 +245,21 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per suite")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--show", type=int, default=40, help="failures listed per suite")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="sort the recorded rows of earlier --json results again (repeat)",
+    )
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
+    if args.from_json:
+        for path in args.from_json:
+            for old in json.loads(path.read_text()):
+                report(summarise(old["suite"], old["rows"], old["tail"], old["timed_out"]),
+                       args.show)  # fmt: skip
+        return 0
     sources = {}
     for item in args.source:
         peer, _, path = item.partition("=")
@@ -257,20 +272,21 @@ def main(argv=None) -> int:
     for peer, path in sources.items():
         res = run_suite(peer, path, args.timeout, extra)
         results.append(res)
-        c = res["counts"]
-        print(
-            f"{peer:12s} passed {c.get('passed', 0):4d}  failed {c.get('failed', 0):4d}  "
-            f"absent {c.get('absent', 0):4d}  documented {c.get('documented', 0):4d}  "
-            f"skipped {c.get('skipped', 0):4d}" + ("  (timed out)" if res["timed_out"] else ""),
-            flush=True,
-        )
-        for label, msg in res["failures"][: args.show]:
-            print(f"    FAILED {label}: {msg[:300]}")
-        if not res["counts"]:
-            print(res["tail"])
+        report(res, args.show)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
+
+
+def report(res: dict, show: int) -> None:
+    c = res["counts"]
+    names = ("passed", "failed", "absent", "documented", "skipped", "timeout")
+    line = "  ".join(f"{n} {c.get(n, 0):4d}" for n in names)
+    print(f"{res['suite']:12s} {line}" + ("  (suite timed out)" if res["timed_out"] else ""))
+    for label, msg in res["failures"][:show]:
+        print(f"    FAILED {label}: {msg[:300]}")
+    if not c:
+        print(res["tail"])
 
 
 if __name__ == "__main__":
