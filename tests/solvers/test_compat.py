@@ -67,7 +67,7 @@ def test_odeint_rk4_is_the_three_eighths_rule():
     classical = solvers.solve(solvers.ODE(field), y0, t, method="rk4", dt=0.5).ys
     torch.testing.assert_close(three_eighths.transpose(0, 1), ref, rtol=0, atol=1e-14)
     gap = float((classical.transpose(0, 1) - ref).abs().max())
-    assert 1e-6 < gap < 1e-2  # both fourth order at h = 0.5: they differ at the error's size
+    assert 5e-4 < gap < 2e-3  # measured 9.3e-4: both fourth order, other error constants
 
 
 @pytest.mark.parametrize("method", ["dopri5", "bosh3"])
