@@ -25,11 +25,12 @@ from ._backends import NativeBackend
 from ._brownian import _check_seed
 from ._controller import ConstantStepSize, fixed_schedule
 from ._problems import AbstractProblem
-from ._rk import ExplicitRungeKutta
+from ._rk import CompiledRungeKutta, ExplicitRungeKutta
 from ._sde import SDE, SDESchedule
 from ._solution import Solution
 from ._solve import check_grid, check_numbers, check_state, resolve_method
 from ._stepper import AbstractStepper, get_method
+from ._term import MultiTerm
 
 __all__ = ["PreparedSolve", "prepare"]
 
@@ -46,6 +47,7 @@ def prepare(
     dt: float,
     adjoint: str | AbstractAdjoint = "direct",
     max_steps: int = 10_000,
+    compile: bool | dict = False,
 ) -> PreparedSolve:
     """Plan a fixed-step solve of ``problem`` over the times ``t`` once, for many calls.
 
@@ -72,11 +74,18 @@ def prepare(
             default: the forward method and ``dt``).
         max_steps: most steps per sample; samples that would need more stop there and are
             marked ``MAX_STEPS`` (their unreached outputs are NaN).
+        compile: ``True`` (or a dict of ``torch.compile`` options) compiles one step of a
+            Runge–Kutta method, forward and backward, at the first call, and runs the loop
+            in Python around it: one compilation per configuration whatever the number of
+            steps (``torch.compile(prepared)`` instead traces every step of the loop).
+            Measured figures: docs/benchmarks.md. Default options: ``dynamic=False``.
 
     Returns:
         A :class:`PreparedSolve`; ``prepared(y0)`` returns the :class:`Solution`.
     """
-    return PreparedSolve(problem, t, method=method, dt=dt, adjoint=adjoint, max_steps=max_steps)
+    return PreparedSolve(
+        problem, t, method=method, dt=dt, adjoint=adjoint, max_steps=max_steps, compile=compile
+    )
 
 
 class PreparedSolve:
@@ -98,7 +107,7 @@ class PreparedSolve:
         num_steps: the steps of the longest sample.
     """
 
-    def __init__(self, problem, t, *, method, dt, adjoint, max_steps):
+    def __init__(self, problem, t, *, method, dt, adjoint, max_steps, compile=False):
         if not isinstance(problem, AbstractProblem):
             raise TypeError(
                 f"prepare: problem must be a solvers problem such as ODE(f), got "
@@ -144,8 +153,9 @@ class PreparedSolve:
         if isinstance(adjoint, BacksolveAdjoint):
             backward = _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps)
         self.problem, self.t, self.method, self.adjoint = problem, t, method, adjoint
+        stepper = _compiled(problem, method, compile) if compile is not False else method
         self._cfg = Config(
-            method,
+            stepper,
             controller,
             _UNUSED_RTOL,
             _UNUSED_ATOL,
@@ -300,6 +310,26 @@ class PreparedSolve:
             f"PreparedSolve({self.problem!r}, method={self.method.name!r}, dt={self._cfg.dt}, "
             f"steps={self.num_steps}, adjoint={self.adjoint!r})"
         )
+
+
+def _compiled(problem, method, options) -> CompiledRungeKutta:
+    """The stepper of ``prepare(..., compile=options)``: ``method`` with its steps on the
+    problem's terms compiled."""
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(
+            f"prepare: compile must be True, False or a dict of torch.compile options, got "
+            f"{type(options).__name__}"
+        )
+    terms = problem.terms()
+    if not isinstance(method, ExplicitRungeKutta) or isinstance(terms, MultiTerm):
+        raise ValueError(
+            f"prepare(compile=...) compiles the steps of Runge–Kutta methods; method "
+            f"{method.name!r} on a {type(problem).__name__} is not one. Compile the prepared "
+            "solve instead: torch.compile(prepared)"
+        )
+    return CompiledRungeKutta(method.tableau, terms, {"dynamic": False, **options})
 
 
 def _plan_backward(problem, method, adjoint, lanes_t, dt, max_steps):

@@ -7,13 +7,15 @@ every sample takes its own step; with a single lane the whole state shares one s
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ._stepper import AbstractStepper
 from ._tableau import ButcherTableau
 from ._term import AbstractDerivativeTerm, DelayTerm, FunctionTerm
 
-__all__ = ["ExplicitRungeKutta", "plan_steps"]
+__all__ = ["CompiledRungeKutta", "ExplicitRungeKutta", "plan_steps"]
 
 State = tuple[torch.Tensor, ...]
 
@@ -172,6 +174,22 @@ def _reads(terms) -> int | None:
     return terms.reads if isinstance(terms, FunctionTerm) else None
 
 
+def dense_many(tab: ButcherTableau, y: State, h: torch.Tensor, ks: list[State], theta):
+    """The interpolant at ``t0 + θh`` for ``θ`` of shape ``(lanes, R)``: each component
+    ``(batch, R, *state)``, in one matrix product over the stages."""
+    B = torch.tensor(tab.interpolant, dtype=theta.dtype, device=theta.device)  # (s, deg)
+    powers = theta[..., None] ** torch.arange(1, B.shape[1] + 1, device=theta.device)
+    w = powers @ B.T  # (lanes, R, s)
+    hv = h.reshape(-1, 1, 1)
+    out = []
+    for i, yi in enumerate(y):
+        K = torch.stack([k[i] for k in ks], dim=1).flatten(2)  # (batch, s, n)
+        acc = torch.matmul(w, K)  # (batch, R, n)
+        val = yi.flatten(1)[:, None] + hv * acc
+        out.append(val.reshape(yi.shape[0], theta.shape[1], *yi.shape[1:]))
+    return tuple(out)
+
+
 class ExplicitRungeKutta(AbstractStepper):
     """An explicit Runge–Kutta method given by its :class:`~solvers.ButcherTableau`.
 
@@ -231,6 +249,12 @@ class ExplicitRungeKutta(AbstractStepper):
         y, h, ks = dense_info
         return dense(self.tableau, y, h, ks, theta)
 
+    def interpolate_many(self, dense_info, theta):
+        """The solution at ``t0 + θh`` for ``θ`` of shape ``(lanes, R)``: each component
+        ``(batch, R, *state)``."""
+        y, h, ks = dense_info
+        return dense_many(self.tableau, y, h, ks, theta)
+
     def evals(self, n_steps, state_given):
         if n_steps == 0:
             return 0
@@ -254,3 +278,57 @@ class ExplicitRungeKutta(AbstractStepper):
 
         y1, _, _ = rk_step(field, self.tableau, t, (y,), h, field(t, (y,)))
         return y1[0]
+
+
+class CompiledRungeKutta(ExplicitRungeKutta):
+    """An explicit Runge–Kutta method whose planned steps on one set of terms run a
+    ``torch.compile``d step function (``prepare(..., compile=True)``).
+
+    The step is compiled, not the loop: one graph (forward and backward) per configuration,
+    whatever the number of steps, which a Python loop then calls once per step. Steps on
+    other terms (the backward solve of ``backsolve``) and unplanned steps run eagerly.
+
+    Args:
+        tableau: the method's :class:`~solvers.ButcherTableau`.
+        terms: the terms whose steps are compiled.
+        options: keyword arguments of ``torch.compile``.
+    """
+
+    def __init__(self, tableau: ButcherTableau, terms, options: dict):
+        super().__init__(tableau)
+        self.terms, self.options = terms, dict(options)
+        self._step = None
+
+    def init(self, terms, t0, y0, f0):
+        # a non-FSAL step evaluates its first stage itself: one compiled graph for every step
+        if terms is self.terms and not self.tableau.fsal:
+            return None
+        return f0
+
+    def planned_step(self, terms, planned, y, state):
+        if terms is not self.terms:
+            return super().planned_step(terms, planned, y, state)
+        if self._step is None:
+            self._step = torch.compile(_step_function(self.tableau, terms), **self.options)
+        h, times = planned
+        if isinstance(h, tuple):
+            h = h[1]  # a (1,) tensor: a changing step size is an input, not a constant
+        if torch.is_grad_enabled() and not y[0].requires_grad:
+            # the first step from a y0 that does not require grad: a leaf copy that does, so
+            # that every step runs the one graph (its gradient is not used)
+            y = tuple(a.detach().requires_grad_(True) for a in y)
+        with warnings.catch_warnings():
+            # tracing reads the .grad of a carried stage that is not a leaf (pytorch warns)
+            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor")
+            return self._step(y, state, h, tuple(times))
+
+
+def _step_function(tab: ButcherTableau, terms):
+    """One planned step of ``tab`` on ``terms``: the function that is compiled."""
+
+    def step(y, state, h, times):
+        k1 = state if state is not None else terms.derivative(times[0], y)
+        y1, _, ks = rk_step(terms.derivative, tab, None, y, h, k1, times=times[1:], error=False)
+        return y1, (ks[-1] if tab.fsal else None)
+
+    return step
