@@ -45,15 +45,23 @@ timed together, for this package's native solvers and for the established PyTorc
 the same kind called directly in the same process (torchdiffeq for ODEs, torchcde for CDEs,
 torchsde for SDEs), on the same vector field, initial state and parameters, in float32.
 
-**ODE** (`benchmarks/ode.py`). The vector field is a two-layer MLP (state → 128 → state,
-tanh); the solve goes from t = 0 to t = 1 and returns the state at both times; the loss is
-the mean square of the final state, and the gradients flow to the MLP's parameters.
-Fixed-step cases use RK4 with `dt = 1/steps` (note that torchdiffeq's `rk4` is the 3/8-rule
-variant; both take four evaluations per step). The adaptive case uses dopri5 with
-`rtol = 1e-6`, `atol = 1e-8` and the MLP's output multiplied by a constant so that the solve
-takes a few dozen steps; the native solver keeps one step size per sample while torchdiffeq
-keeps one for the whole batch, so their step counts differ and are reported. Reference:
-torchdiffeq `odeint`.
+**ODE** (`benchmarks/ode.py`). The workload of issue 12: batch 32, state 32, the vector
+field a two-layer MLP (32 → 64 → 32, tanh); the solve goes from t = 0 to t = 1 and returns
+the state at both times; the loss is the mean square of the final state, and the gradients
+flow to the MLP's parameters. Fixed-step cases use RK4 with `dt = 1/steps` (10 and 100
+steps; torchdiffeq's `rk4` is the 3/8-rule variant; both take four evaluations per step);
+their rows: a hand-written eager RK4 loop with Python-float times and steps (the floor for
+an eager solver), native `solve` with each adjoint, `solvers.prepare(..., compile=True)`
+(one RK4 step compiled by `torch.compile`, forward and backward, called by the Python loop;
+the compilation is the first call, reported under the table), torchdiffeq, and diffrax
+(`jax.jit` of `jax.value_and_grad` of the same loss, on the CPU, with the same RK4 tableau,
+`RecursiveCheckpointAdjoint` and `BacksolveAdjoint`). The adaptive case uses dopri5 with
+`rtol = 1e-6`, `atol = 1e-8` and the MLP's output multiplied by 32 so that the solve takes a
+few dozen steps; the native solver and torchode keep one step size per sample while
+torchdiffeq keeps one for the whole batch, so their step counts differ and are reported. The
+per-sample case (batch 64) gives each sample 50 output times of its own: the native solver
+and torchode solve the batch at once, torchdiffeq one sample at a time (its reference there).
+Reference elsewhere: torchdiffeq `odeint`.
 
 **CDE** (`benchmarks/cde.py`). A neural CDE on irregularly sampled series: 8 channels
 observed at T = 100 or 1000 times shared by the batch, drawn uniformly on [0, 1] (seeded),
@@ -222,12 +230,19 @@ def peak(impl: Impl, model: nn.Module, inputs: tuple, device) -> int:
     return torch.cuda.max_memory_allocated(device) - base
 
 
+# The clock of the timed runs: wall time (the default), or with --clock cpu the CPU time of
+# the process (time.process_time), which on a machine shared with other work leaves out the
+# time spent waiting for a core.
+CLOCK = {"fn": time.perf_counter}
+
+
 def time_one(impl: Impl, model: nn.Module, inputs: tuple, device) -> float:
+    clock = CLOCK["fn"]
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     one_run(impl, model, inputs)
     sync(device)
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def measure(
@@ -282,14 +297,17 @@ def table(
     *,
     grad_reference: str | None = None,
     no_grad_diff: Iterable[str] = (),
+    no_counts: Iterable[str] = (),
     notes: Iterable[str] = (),
     level: int = 4,
 ) -> str:
     """One workload's markdown table: heading, notes, then one row per implementation.
 
     Ratios are to ``reference``; gradients are compared with ``grad_reference`` (default:
-    ``reference``), except for the rows in ``no_grad_diff`` ("—").
+    ``reference``), except for the rows in ``no_grad_diff`` ("—"). The rows in ``no_counts``
+    (a peer outside torch: JAX) have no saved-for-backward size and no NFE ("—").
     """
+    uncounted = set(no_counts)
     ref = results[reference]
     gref = results[grad_reference or reference].grad
     skip = set(no_grad_diff)
@@ -309,11 +327,11 @@ def table(
             f"{r.median:.1f}",
             f"{min(r.times_ms):.1f}–{max(r.times_ms):.1f}",
             f"{r.median / ref.median:.2f}×",
-            mb(r.saved_bytes),
+            "—" if name in uncounted else mb(r.saved_bytes),
         ]
         if device.type == "cuda":
             row.append(mb(r.peak_bytes))
-        row.append(f"{r.nfe_forward} + {r.nfe_backward}")
+        row.append("—" if name in uncounted else f"{r.nfe_forward} + {r.nfe_backward}")
         row.append("—" if name in skip else f"{float((r.grad - gref).norm() / gnorm):.1e}")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
@@ -394,6 +412,13 @@ def header(
             f"- 1-minute load average of the machine at start / end: {load[0]} / {load[1]} "
             "(other processes compete for the cores when it exceeds the number of threads)",
             f"- {sizes}; {WARMUP} warm-up runs, then {args.repeats} timed runs per case{fewer}",
+            "- Clock: "
+            + (
+                "CPU time of the process (`time.process_time`): the machine was shared with "
+                "other work, and CPU time leaves out the waits for a core"
+                if getattr(args, "clock", "wall") == "cpu"
+                else "wall time"
+            ),
             "",
         ]
     )
@@ -432,6 +457,20 @@ def split_sections(text: str) -> dict[str, str]:
         for kind, title in SECTIONS.items():
             if m.group(0).strip() == title:
                 found[kind] = text[m.end() : end].strip("\n")
+    return found
+
+
+def other_sections(text: str) -> list[str]:
+    """The "## ..." sections other than the device sections (e.g. "## Sequence models",
+    written by benchmarks/sequence.py), each with its heading, in the order of the file:
+    a script that rewrites its subsection keeps them."""
+    found = []
+    heads = list(re.finditer(r"^## .*$", text, re.M))
+    for i, m in enumerate(heads):
+        if m.group(0).strip() in SECTIONS.values():
+            continue
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        found.append(text[m.start() : end].strip("\n") + "\n")
     return found
 
 
@@ -477,7 +516,9 @@ def write_report(path: Path, device: torch.device, name: str, text: str) -> None
     """
     if name not in SUBSECTIONS:
         raise ValueError(f"unknown subsection {name!r}; valid: {', '.join(SUBSECTIONS)}")
-    old = split_sections(path.read_text()) if path.exists() else {}
+    previous = path.read_text() if path.exists() else ""
+    old = split_sections(previous)
+    others = other_sections(previous)
     subs = {kind: split_subsections(body) for kind, body in old.items()}
     subs.setdefault(device.type, {})[name] = _as_subsection(name, text)
     parts = [INTRO]
@@ -488,6 +529,7 @@ def write_report(path: Path, device: torch.device, name: str, text: str) -> None
             parts.append(f"{title}\n\n" + "\n\n".join(present) + "\n")
         else:
             parts.append(_placeholder(kind))
+    parts += others
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
 
@@ -505,6 +547,12 @@ def argument_parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="markdown file to write or update")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time, or the process's CPU time (for a CPU run on a shared machine)",
     )
     return p
 
@@ -562,6 +610,11 @@ def prepare(args, script: str, peer: str, extra: str) -> torch.device | int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if getattr(args, "clock", "wall") == "cpu":
+        if args.device != "cpu":
+            print(f"benchmarks/{script}: --clock cpu times CPU runs only", file=sys.stderr)
+            return 2
+        CLOCK["fn"] = time.process_time
     return torch.device(args.device)
 
 
