@@ -300,8 +300,6 @@ class _Run:
             options = {}
         elif not isinstance(options, dict):
             raise TypeError(f"{where}: options must be a dict, got {type(options).__name__}")
-        if options and method is None:
-            raise ValueError(f"{where}: options can only be given with an explicit method")
         self.method, self.options = method, dict(options)
         self.native, self.fixed = _native_method(method, f"{where}: method")
         _check_options(self.options, method, self.fixed, where)

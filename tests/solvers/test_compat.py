@@ -182,7 +182,7 @@ def test_odeint_max_num_steps():
         ({"method": "rk4", "options": {"first_step": 0.1}}, "'first_step' is not supported"),
         ({"method": "rk4", "options": {"perturb": True}}, "perturb=True is not supported"),
         ({"method": "rk4", "options": {"interp": "cubic"}}, "interp='cubic' is not supported"),
-        ({"options": {"first_step": 0.1}}, "options can only be given with an explicit method"),
+        ({"options": {"step_size": 0.1}}, "'step_size' is not supported for the adaptive"),
     ],
 )
 def test_odeint_named_errors(kwargs, match):
