@@ -70,6 +70,8 @@ DOCUMENTED = {
     "odeint_tests.py::TestCallbacks::test_steps": "step callbacks are not called (a warning)",
     "odeint_tests.py::TestDiscontinuities::test_odeint_perturb": "the backward solve evaluates a "
     "stage at the end of a step from the left (t - ulp), not at t",
+    "test_log_ode.py::test_with_linear_interpolation": "the log-ODE method is absent (it needs "
+    "the signatory package)",
 }
 
 SHIMS = {

@@ -196,6 +196,11 @@ class _Interpolation(torch.nn.Module):
     def interval(self):
         return torch.stack([self._t[0], self._t[-1]])
 
+    def _interpret_t(self, t):
+        """``(t - knot, piece index)`` of the piece that ``t`` lies in (torchcde's helper,
+        which its tests call)."""
+        return self._locate(t, self._t.shape[0] - 1)
+
     def _locate(self, t, pieces):
         t = torch.as_tensor(t, dtype=self._t.dtype, device=self._t.device)
         # a time on a knot belongs to the piece ending there, as in torchcde
