@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from ._stepper import AbstractStepper
-from ._term import ControlTerm, FunctionTerm, ODETerm, PartitionedTerm
+from ._term import AbstractDerivativeTerm, FunctionTerm
 
 __all__ = ["ESDIRK", "ESDIRKTableau", "Newton"]
 
@@ -110,10 +110,10 @@ class ESDIRKTableau:
     ``i`` entries, ``a[i][-1] = γ`` for every row); stage 1 is ``k_1 = f(t_0, y_0)``.
     ``c`` are the times of stages ``2..s`` (each the sum of its row). ``b_error`` are the
     weights of the error estimate (``b`` minus the embedded weights), of order
-    ``error_order``. ``predictor`` rows give each implicit stage's starting guess
-    ``k_i ≈ Σ_{j<i} predictor[i][j] k_j`` (zeros: start from ``b_i``). A stiffly accurate
-    tableau (``b`` is the last row, ``c = 1`` last) has a cubic Hermite dense output through
-    both ends of the step.
+    ``error_order`` (both ``None``: a fixed-step method). ``predictor`` rows give each
+    implicit stage's starting guess ``k_i ≈ Σ_{j<i} predictor[i][j] k_j`` (zeros: start from
+    ``b_i``). A stiffly accurate tableau (``b`` is the last row, ``c = 1`` last) has a cubic
+    Hermite dense output through both ends of the step.
     """
 
     name: str
@@ -121,15 +121,19 @@ class ESDIRKTableau:
     b: tuple[float, ...]
     c: tuple[float, ...]
     order: int
-    b_error: tuple[float, ...]
-    error_order: int
+    b_error: tuple[float, ...] | None
+    error_order: int | None
     predictor: tuple[tuple[float, ...], ...]
     reference: str = ""
 
     def __post_init__(self):
         s = len(self.a) + 1
+        if (self.b_error is None) != (self.error_order is None):
+            raise ValueError(
+                f"tableau {self.name!r}: give both b_error and error_order, or neither"
+            )
         for field, n in (("b", s), ("b_error", s), ("c", s - 1), ("predictor", s - 1)):
-            if len(getattr(self, field)) != n:
+            if getattr(self, field) is not None and len(getattr(self, field)) != n:
                 raise ValueError(f"tableau {self.name!r}: {field} must have {n} entries")
         gamma = self.a[0][-1] if self.a else 0.0
         if not gamma > 0:
@@ -151,7 +155,7 @@ class ESDIRKTableau:
                 )
         if abs(sum(self.b) - 1) > 1e-12:
             raise ValueError(f"tableau {self.name!r}: the weights b sum to {sum(self.b)}, not 1")
-        if abs(sum(self.b_error)) > 1e-12:
+        if self.b_error is not None and abs(sum(self.b_error)) > 1e-12:
             raise ValueError(f"tableau {self.name!r}: the error weights must sum to 0")
         for i, row in enumerate(self.predictor):
             if len(row) != i + 1:
@@ -192,7 +196,10 @@ def jacobian(fn, x: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]
                 hj = xj[:, j] - x[:, j]  # the step actually taken, after rounding
                 cols.append((fn(xj) - fx) / hj[:, None])
             return fx, torch.stack(cols, dim=2)
-    with torch.enable_grad():
+    # The Jacobian's graph is local: its saved tensors are kept as they are, also inside an
+    # activation checkpoint, whose hooks would otherwise drop them and recompute the whole
+    # segment for every backward pass here.
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
         xg = x.detach().requires_grad_(True)
         fx = fn(xg)
         if not fx.requires_grad:
@@ -219,6 +226,10 @@ def jacobian(fn, x: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]
         if rows is None:
             rows = torch.stack([_grad_or_zero(fx, xg, eye[i]) for i in range(D)])
     return fx.detach(), rows.detach().permute(1, 0, 2)
+
+
+def _keep(x):
+    return x
 
 
 def _grad_or_zero(fx, x, cot) -> torch.Tensor:
@@ -293,7 +304,8 @@ class ESDIRK(AbstractStepper):
     It accepts the terms that give ``dy/dt`` as a function of the state alone: ODEs, CDEs
     (through ``dX/dt``), Hamiltonian systems and the solvers' own systems. DDEs are refused
     (their history is filled from the dense output of explicit Runge–Kutta steps), SDEs too.
-    Runs adaptively with a :class:`~solvers.PIDController` or with constant steps; has a cubic
+    With an error estimate it runs adaptively (a :class:`~solvers.PIDController`), and with
+    constant steps in any case; has a cubic
     Hermite dense output. Each step evaluates the vector field at ``(t0, y0)``, computes one
     Jacobian there (chord update) and iterates each implicit stage; a sample whose Newton
     iteration fails rejects its step (see the module's docstring). A fixed-step solve reads
@@ -310,8 +322,21 @@ class ESDIRK(AbstractStepper):
         newton: the :class:`Newton` settings (default ``Newton()``).
     """
 
-    term_types = (ODETerm, FunctionTerm, ControlTerm, PartitionedTerm)
+    term_types = (AbstractDerivativeTerm,)
     has_dense_output = True
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return tuple(p for p in super().problems if p != "DDE")
+
+    def reason_to_refuse(self, terms) -> str | None:
+        if terms.keeps_history:
+            return (
+                f"method {self.name!r} does not accept a DDE problem (a DDE's history is "
+                "filled from the dense output of explicit Runge–Kutta steps); it accepts "
+                f"{', '.join(self.problems)}. Use an explicit method for DDEs, e.g. 'dopri5'"
+            )
+        return None
 
     def __init__(self, tableau: ESDIRKTableau, newton: Newton | None = None):
         if not isinstance(tableau, ESDIRKTableau):
@@ -335,7 +360,8 @@ class ESDIRK(AbstractStepper):
 
     def __repr__(self):
         return (
-            f"ESDIRK({self.name!r}, order={self.order}, adaptive, implicit, "
+            f"ESDIRK({self.name!r}, order={self.order}, "
+            f"{'adaptive' if self.adaptive else 'fixed-step'}, implicit, "
             f"problems=({', '.join(self.problems)}))"
         )
 
@@ -392,13 +418,19 @@ class ESDIRK(AbstractStepper):
                 inv = _inverse(J0, hg.detach())
         ok = torch.ones(B, dtype=torch.bool, device=y[0].device)
         zs: list[torch.Tensor] = []
+        end_left = torch.nextafter(t1, t0)
+        past = _stages_past_a_jump(terms, t0, t1, h, max(tab.c))
         for i, row in enumerate(tab.a):
             ci = tab.c[i]
             if ci == 1.0:
                 # the left limit at the end of the step (a field piecewise smooth in t)
-                ti = torch.nextafter(t1, t0)
+                ti = end_left
             else:
                 ti = t0 + ci * h
+                if ci > 1.0 and past is not None:
+                    # a stage past the end of a step that ends on a jump would see the next
+                    # piece of the field: it sees the left limit at the end instead
+                    ti = torch.where(past, end_left, ti)
             base = _combine(y, h, row[:-1], ks)
             base_x = flat.flat(base)
             with torch.no_grad():
@@ -423,10 +455,11 @@ class ESDIRK(AbstractStepper):
             _combine(rest, h, tab.b, [k[reads:] for k in ks]) if rest else ()
         )
         zeros = tuple(torch.zeros_like(a) for a in y)
-        err = _combine(zeros, h, tab.b_error, ks)
+        err = None if tab.b_error is None else _combine(zeros, h, tab.b_error, ks)
         if not bool(ok.all()):
             y1 = tuple(_mark(ok, a, float("nan")) for a in y1)
-            err = tuple(_mark(ok, e, float("inf")) for e in err)
+            if err is not None:
+                err = tuple(_mark(ok, e, float("inf")) for e in err)
         return y1, err, (y, y1, h, k1, ks[-1]), None
 
     def _newton(self, fn, z, base, hg, inv, rtol):
@@ -486,6 +519,23 @@ class ESDIRK(AbstractStepper):
             h11 = th3 - th2
             out.append(h00 * a + h01 * b + hh * (h10 * f0 + h11 * f1))
         return tuple(out)
+
+
+def _stages_past_a_jump(terms, t0, t1, h, c_max: float):
+    """``(lanes,)``: whether a jump time of ``terms`` lies in ``[t1, t0 + c_max h]`` (a stage
+    past the end of the step would cross it); ``None`` when no stage lies past the end or the
+    terms have no jump times. Steps never cross a jump, so one at ``t1`` is the only kind."""
+    jumps = terms.jump_times() if c_max > 1.0 else None
+    if jumps is None or jumps.numel() == 0:
+        return None
+    j = jumps.detach().to(device=t1.device, dtype=t1.dtype)
+    j = j[None] if j.ndim == 1 else j
+    lo = t1.detach()[:, None]
+    hi = (t0 + c_max * h).detach()[:, None]
+    hit = ((j >= lo) & (j <= hi)).any(1)
+    if hit.shape[0] != t1.shape[0]:  # per-sample jumps, one lane: any sample's
+        hit = hit.any().reshape(1).expand(t1.shape[0])
+    return hit
 
 
 def _mark(ok: torch.Tensor, a: torch.Tensor, value: float) -> torch.Tensor:
