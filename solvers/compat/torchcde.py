@@ -214,6 +214,7 @@ class LinearInterpolation(_Interpolation):
 
     def __init__(self, coeffs, t=None, **kwargs):
         super().__init__(**kwargs)
+        self._args = (coeffs, t)
         self._set_grid(t, coeffs.shape[-2], coeffs)
         derivs = (coeffs[..., 1:, :] - coeffs[..., :-1, :]) / self._t.diff().unsqueeze(-1)
         self.register_buffer("_coeffs", coeffs)
@@ -241,6 +242,7 @@ class CubicSpline(_Interpolation):
             raise ValueError(
                 f"CubicSpline: coeffs must have 4 x channels entries last, got {coeffs.shape[-1]}"
             )
+        self._args = (coeffs, t)
         self._set_grid(t, coeffs.shape[-2] + 1, coeffs)
         C = coeffs.shape[-1] // 4
         for name, part in zip(("_a", "_b", "_two_c", "_three_d"), coeffs.split(C, dim=-1)):
@@ -317,6 +319,46 @@ def _check(X, func, z0, t):
     return is_tensor, is_prod
 
 
+def _adjoint_run(X, func, is_prod, kwargs):
+    """The adjoint solve on a copy of ``X`` rebuilt from leaf copies of the tensors it was
+    built from (the continuous adjoint differentiates the field with respect to them at every
+    backward step, which a computed tensor's graph, freed after one use, does not allow)."""
+
+    def run(z0, t, keep, swap):
+        args = [swap.get(id(x), x) if isinstance(x, torch.Tensor) else x for x in X._args]
+        field = _VectorField(type(X)(*args), func, True, is_prod)
+        kw = dict(kwargs, adjoint_params=tuple(keep) + tuple(swap.values()))
+        return _td.odeint_adjoint(field, z0, t, **kw).movedim(0, -2)
+
+    run.built_from = {id(x) for x in X._args if isinstance(x, torch.Tensor)}
+    return run
+
+
+class _PathLeaves(torch.autograd.Function):
+    """Runs ``run`` on leaf copies of the path's computed tensors and routes their gradients
+    back through the graph that computed them, once."""
+
+    @staticmethod
+    def forward(ctx, run, z0, t, *params):
+        leaves = []
+        for p in params:
+            swap = id(p) in run.built_from and p.grad_fn is not None
+            leaves.append(p.detach().requires_grad_(p.requires_grad) if swap else p)
+        z0_, t_ = (x.detach().requires_grad_(x.requires_grad) for x in (z0, t))
+        keep = [q for p, q in zip(params, leaves) if q is p]
+        swap = {id(p): q for p, q in zip(params, leaves) if q is not p}
+        with torch.enable_grad():
+            out = run(z0_, t_, keep, swap)
+        ctx.out, ctx.inputs = out, [z0_, t_, *leaves]
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        want = [x for x in ctx.inputs if x.requires_grad]
+        got = iter(torch.autograd.grad(ctx.out, want, grad, allow_unused=True))
+        return (None, *(next(got) if x.requires_grad else None for x in ctx.inputs))
+
+
 def cdeint(X, func, z0, t, adjoint=True, backend="torchdiffeq", **kwargs):
     """Solve ``z(t) = z(t0) + ∫ f(s, z(s)) dX(s)`` at the times ``t`` (torchcde's call).
 
@@ -347,6 +389,12 @@ def cdeint(X, func, z0, t, adjoint=True, backend="torchdiffeq", **kwargs):
         if adjoint:
             kwargs.setdefault("adjoint_atol", kwargs["atol"])
             kwargs.setdefault("adjoint_rtol", kwargs["rtol"])
+            params = kwargs.get("adjoint_params")
+            if params is not None and is_tensor and isinstance(X, _Interpolation):
+                params = tuple(params)
+                built_from = {id(x) for x in X._args if isinstance(x, torch.Tensor)}
+                if any(id(p) in built_from and p.grad_fn is not None for p in params):
+                    return _PathLeaves.apply(_adjoint_run(X, func, is_prod, kwargs), z0, t, *params)
         odeint = _td.odeint_adjoint if adjoint else _td.odeint
         out = odeint(field, tuple(z0) if not is_tensor else z0, t, **kwargs)
     else:
