@@ -320,43 +320,64 @@ def _check(X, func, z0, t):
 
 
 def _adjoint_run(X, func, is_prod, kwargs):
-    """The adjoint solve on a copy of ``X`` rebuilt from leaf copies of the tensors it was
-    built from (the continuous adjoint differentiates the field with respect to them at every
-    backward step, which a computed tensor's graph, freed after one use, does not allow)."""
+    """The adjoint solve of a path built from tensors in ``adjoint_params``.
 
-    def run(z0, t, keep, swap):
+    The continuous adjoint differentiates the field with respect to its parameters at every
+    backward step; a path's buffers are computed from the tensors it was built from, and
+    that graph can be walked only once. So the path is rebuilt from leaf copies of those
+    tensors, its buffers are swapped for leaf copies too (the adjoint's parameters), and
+    :class:`_PathLeaves` carries the buffers' gradients back through the construction once.
+    """
+
+    def rebuild(swap):
         args = [swap.get(id(x), x) if isinstance(x, torch.Tensor) else x for x in X._args]
-        field = _VectorField(type(X)(*args), func, True, is_prod)
-        kw = dict(kwargs, adjoint_params=tuple(keep) + tuple(swap.values()))
+        return type(X)(*args)
+
+    def solve(path, z0, t, params):
+        field = _VectorField(path, func, True, is_prod)
+        kw = dict(kwargs, adjoint_params=tuple(params))
         return _td.odeint_adjoint(field, z0, t, **kw).movedim(0, -2)
 
-    run.built_from = {id(x) for x in X._args if isinstance(x, torch.Tensor)}
-    return run
+    return {"built_from": {id(x) for x in X._args if isinstance(x, torch.Tensor)},
+            "rebuild": rebuild, "solve": solve}  # fmt: skip
 
 
 class _PathLeaves(torch.autograd.Function):
-    """Runs ``run`` on leaf copies of the path's computed tensors and routes their gradients
-    back through the graph that computed them, once."""
+    """See :func:`_adjoint_run`."""
 
     @staticmethod
     def forward(ctx, run, z0, t, *params):
-        leaves = []
-        for p in params:
-            swap = id(p) in run.built_from and p.grad_fn is not None
-            leaves.append(p.detach().requires_grad_(p.requires_grad) if swap else p)
         z0_, t_ = (x.detach().requires_grad_(x.requires_grad) for x in (z0, t))
-        keep = [q for p, q in zip(params, leaves) if q is p]
-        swap = {id(p): q for p, q in zip(params, leaves) if q is not p}
+        args = {id(p): p.detach().requires_grad_(p.requires_grad) for p in params
+                if id(p) in run["built_from"]}  # fmt: skip
+        keep = [p for p in params if id(p) not in args]
         with torch.enable_grad():
-            out = run(z0_, t_, keep, swap)
-        ctx.out, ctx.inputs = out, [z0_, t_, *leaves]
+            path = run["rebuild"](args)
+            computed = [(n, b) for n, b in path.named_buffers() if b.requires_grad]
+            leaves = [b.detach().requires_grad_(True) for _, b in computed]
+            for (name, _), leaf in zip(computed, leaves):
+                path._buffers[name] = leaf
+            out = run["solve"](path, z0_, t_, [*keep, *leaves])
+        ctx.out, ctx.z0, ctx.t = out, z0_, t_
+        ctx.keep, ctx.leaves, ctx.computed = keep, leaves, [b for _, b in computed]
+        ctx.slots = [("arg", args[id(p)]) if id(p) in args else ("keep", p) for p in params]
         return out.detach()
 
     @staticmethod
     def backward(ctx, grad):
-        want = [x for x in ctx.inputs if x.requires_grad]
+        direct = [ctx.z0, ctx.t, *ctx.keep, *ctx.leaves]
+        want = [x for x in direct if x.requires_grad]
         got = iter(torch.autograd.grad(ctx.out, want, grad, allow_unused=True))
-        return (None, *(next(got) if x.requires_grad else None for x in ctx.inputs))
+        g = {id(x): next(got) for x in want}
+        g_bufs = [g[id(x)] if g.get(id(x)) is not None else torch.zeros_like(x)
+                  for x in ctx.leaves]  # fmt: skip
+        args = [x for kind, x in ctx.slots if kind == "arg" and x.requires_grad]
+        if args and ctx.computed:
+            through = torch.autograd.grad(ctx.computed, args, g_bufs, allow_unused=True)
+            g.update({id(a): d for a, d in zip(args, through)})
+        out = [g.get(id(ctx.z0)), g.get(id(ctx.t))]
+        out += [g.get(id(x)) for _, x in ctx.slots]
+        return (None, *out)
 
 
 def cdeint(X, func, z0, t, adjoint=True, backend="torchdiffeq", **kwargs):
@@ -393,7 +414,7 @@ def cdeint(X, func, z0, t, adjoint=True, backend="torchdiffeq", **kwargs):
             if params is not None and is_tensor and isinstance(X, _Interpolation):
                 params = tuple(params)
                 built_from = {id(x) for x in X._args if isinstance(x, torch.Tensor)}
-                if any(id(p) in built_from and p.grad_fn is not None for p in params):
+                if any(id(p) in built_from and p.requires_grad for p in params):
                     return _PathLeaves.apply(_adjoint_run(X, func, is_prod, kwargs), z0, t, *params)
         odeint = _td.odeint_adjoint if adjoint else _td.odeint
         out = odeint(field, tuple(z0) if not is_tensor else z0, t, **kwargs)
