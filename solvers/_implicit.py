@@ -439,7 +439,14 @@ class ESDIRK(AbstractStepper):
                 if any(w != 0.0 for w in pred):
                     kp = sum(w * flat.flat(k).detach() for w, k in zip(pred, ks) if w != 0.0)
                     guess = guess + hg.detach()[:, None] * kp
-                z, conv = self._newton(field(ti), guess, base_x.detach(), hg.detach(), inv, rtol)
+                b_x, hgd = base_x.detach(), hg.detach()
+                z, conv = self._newton(field(ti), guess, b_x, hgd, inv, rtol, full=inv is None)
+                if inv is not None and not bool(conv.all()):
+                    # the step's Jacobian is too far off for this stage (a field that changes
+                    # fast in t, a large step): full Newton, a fresh Jacobian per iteration
+                    z2, conv2 = self._newton(field(ti), guess, b_x, hgd, None, rtol, full=True)
+                    z = torch.where(conv[:, None], z, z2)
+                    conv = conv | conv2
             ok = ok & conv
             if graph:
                 z = self._with_gradient(field, ti, z, base_x, hg)
@@ -462,9 +469,10 @@ class ESDIRK(AbstractStepper):
                 err = tuple(_mark(ok, e, float("inf")) for e in err)
         return y1, err, (y, y1, h, k1, ks[-1]), None
 
-    def _newton(self, fn, z, base, hg, inv, rtol):
+    def _newton(self, fn, z, base, hg, inv, rtol, full: bool):
         """Solve ``z = base + hγ fn(z)`` per sample from the guess ``z``; returns the solution
-        and ``(B,)`` whether each sample converged. No graph."""
+        and ``(B,)`` whether each sample converged. ``full``: a fresh Jacobian at every
+        iteration, else the inverse ``inv`` throughout. No graph."""
         cfg = self.newton
         B, D = z.shape
         hg_col = hg[:, None]
@@ -473,7 +481,7 @@ class ESDIRK(AbstractStepper):
         done = converged
         prev = torch.full((B,), math.inf, dtype=z.dtype, device=z.device)
         for _ in range(cfg.max_iters):
-            if cfg.update == "newton":
+            if full:
                 fz, J = jacobian(fn, z, cfg.jacobian)
                 inv = _inverse(J, hg)
             else:
