@@ -8,11 +8,11 @@ tensors flattened and concatenated into ``(1, n)``; a decreasing ``t`` is solved
 ``s = -t``. The peer is not imported.
 
 Methods (torchdiffeq name → native): ``dopri5``, ``bosh3``, ``tsit5``, ``euler``,
-``midpoint`` → the same; ``heun2`` → ``heun``; ``rk4`` → :data:`RK4_38`, the 3/8-rule tableau
-that torchdiffeq's ``rk4`` steps with (the native ``rk4`` is the classical tableau);
-``heun3`` → :data:`HEUN3`. The others (``dopri8``, ``adaptive_heun``, ``fehlberg2``, the Adams
-and implicit methods, ``scipy_solver``) are a ``ValueError`` naming them; see
-``docs/compat.md``.
+``midpoint``, ``implicit_euler`` → the same; ``heun2`` → ``heun``; ``rk4`` →
+:data:`RK4_38`, the 3/8-rule tableau that torchdiffeq's ``rk4`` steps with (the native ``rk4``
+is the classical tableau); ``heun3`` → :data:`HEUN3`. The others (``dopri8``,
+``adaptive_heun``, ``fehlberg2``, the Adams methods, the other implicit methods,
+``scipy_solver``) are a ``ValueError`` naming them; see ``docs/compat.md``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,14 @@ HEUN3 = ButcherTableau(
     reference="K. Heun, Z. Math. Phys. 45 (1900): the three-stage third-order method.",
 )
 
-_FIXED = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "rk4": RK4_38, "heun3": HEUN3}
+_FIXED = {
+    "euler": "euler",
+    "midpoint": "midpoint",
+    "heun2": "heun",
+    "rk4": RK4_38,
+    "heun3": HEUN3,
+    "implicit_euler": "implicit_euler",
+}
 _ADAPTIVE = {"dopri5": "dopri5", "bosh3": "bosh3", "tsit5": "tsit5"}
 _ABSENT = {
     "dopri8": "no native 8(5,3) tableau with dense output",
@@ -57,15 +64,14 @@ _ABSENT = {
     "explicit_adams": "no multistep methods",
     "implicit_adams": "no multistep methods",
     "fixed_adams": "no multistep methods",
-    "implicit_euler": "no implicit methods yet",
-    "implicit_midpoint": "no implicit methods yet",
-    "trapezoid": "no implicit methods yet",
-    "radauIIA3": "no implicit methods yet",
-    "radauIIA5": "no implicit methods yet",
-    "gl4": "no implicit methods yet",
-    "gl6": "no implicit methods yet",
-    "sdirk2": "no implicit methods yet",
-    "trbdf2": "no implicit methods yet",
+    "implicit_midpoint": "of the implicit methods only implicit_euler is native",
+    "trapezoid": "of the implicit methods only implicit_euler is native",
+    "radauIIA3": "of the implicit methods only implicit_euler is native",
+    "radauIIA5": "of the implicit methods only implicit_euler is native",
+    "gl4": "of the implicit methods only implicit_euler is native",
+    "gl6": "of the implicit methods only implicit_euler is native",
+    "sdirk2": "of the implicit methods only implicit_euler is native",
+    "trbdf2": "of the implicit methods only implicit_euler is native",
     "scipy_solver": "SciPy is not a native method (compare with scipy directly)",
 }
 _FIXED_OPTIONS = ("step_size", "grid_constructor", "perturb", "interp")

@@ -70,6 +70,14 @@ def test_odeint_rk4_is_the_three_eighths_rule():
     assert 5e-4 < gap < 2e-3  # measured 9.3e-4: both fourth order, other error constants
 
 
+def test_odeint_implicit_euler_is_backward_euler():
+    # dy/dt = -3y: each backward Euler step divides by 1 + 3h
+    y0, t = torch.ones(2, dtype=D), torch.linspace(0, 1, 5, dtype=D)
+    for options, n, h in ((None, 4, 0.25), ({"step_size": 0.125}, 8, 0.125)):
+        y = cdiff.odeint(lambda t, y: -3 * y, y0, t, method="implicit_euler", options=options)
+        torch.testing.assert_close(y[-1], y0 / (1 + 3 * h) ** n, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("method", ["dopri5", "bosh3"])
 def test_odeint_adaptive_agrees_to_tolerance(method):
     y0 = torch.randn(3, 2, dtype=D, generator=torch.Generator().manual_seed(1))
@@ -176,6 +184,7 @@ def test_odeint_max_num_steps():
         ({"method": "nope"}, "'nope' is unknown"),
         ({"method": "dopri8"}, "'dopri8' is a torchdiffeq method without a native counterpart"),
         ({"method": "implicit_adams"}, "without a native counterpart"),
+        ({"method": "radauIIA5"}, "only implicit_euler is native"),
         ({"method": "scipy_solver"}, "without a native counterpart"),
         ({"method": "dopri5", "options": {"norm": None}}, "option 'norm' is not supported"),
         ({"method": "dopri5", "options": {"step_size": 0.1}}, "'step_size' is not supported"),
