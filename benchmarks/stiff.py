@@ -136,7 +136,8 @@ def main() -> None:
     )
     lines.append(
         "- scipy counts the Jacobians it computed (finite differences, `njev`) and reuses them "
-        "across steps; native `kvaerno5` computes one (autograd) per attempted step. scipy's "
+        "across steps; native `kvaerno5` computes one (autograd) per attempted step (the column), "
+        "and more where a stage falls back to full Newton. scipy's "
         "rejected steps are not reported."
     )
     print("\n".join(lines + body))
