@@ -26,7 +26,8 @@ from ._controller import (
     StepTo,
 )
 from ._dde import DDE
-from ._hamiltonian import HamiltonianODE, SymplecticSplitting
+from ._hamiltonian import HamiltonianODE
+from ._implicit import ESDIRK, ESDIRKTableau, Newton, SymplecticSplitting
 from ._interpolation import (
     AbstractPath,
     AbstractPiecewiseCubicPath,
@@ -59,6 +60,7 @@ from ._term import (
 __all__ = [
     "CDE",
     "DDE",
+    "ESDIRK",
     "ODE",
     "SDE",
     "AbstractAdjoint",
@@ -79,12 +81,14 @@ __all__ = [
     "ControlTerm",
     "DelayTerm",
     "DirectAdjoint",
+    "ESDIRKTableau",
     "ExplicitRungeKutta",
     "HamiltonianODE",
     "HermiteCubicPath",
     "LinearPath",
     "MultiTerm",
     "NaturalCubicPath",
+    "Newton",
     "ODETerm",
     "PIDController",
     "PartitionedTerm",
