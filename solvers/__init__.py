@@ -26,8 +26,8 @@ from ._controller import (
     StepTo,
 )
 from ._dde import DDE
-from ._hamiltonian import HamiltonianODE
-from ._implicit import ESDIRK, ESDIRKTableau, Newton, SymplecticSplitting
+from ._hamiltonian import HamiltonianODE, SymplecticSplitting
+from ._implicit import ESDIRK, ESDIRKTableau, Newton
 from ._interpolation import (
     AbstractPath,
     AbstractPiecewiseCubicPath,
