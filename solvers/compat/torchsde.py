@@ -28,7 +28,6 @@ import torch
 from .. import SDE as _SDE
 from .. import AbstractSDEMethod, BacksolveAdjoint
 from .. import BrownianPath as _Path
-from .. import PIDController as _PID
 from .. import solve as _solve
 
 __all__ = [
@@ -282,6 +281,11 @@ class _Problem:
                     f"{where}: {key}={value!r} is not supported by solvers.compat (see "
                     "docs/compat.md)"
                 )
+        if adaptive:
+            raise ValueError(
+                f"{where}: adaptive=True is not supported by solvers.compat yet (the native "
+                "adaptive SDE steps are not mapped onto a given Brownian motion); pass dt"
+            )
         options = dict(options or {})
         if method == "milstein":
             options.pop("grad_free", None)  # the native Milstein is the derivative-free form
@@ -320,7 +324,6 @@ class _Problem:
         if isinstance(dt, torch.Tensor):
             dt = float(dt)
         self.dt = dt
-        self.tolerances = None  # (rtol, atol) of adaptive steps, set by the caller
         noise = {"scalar": "general"}.get(sde.noise_type, sde.noise_type)
         g0 = self.g(ts[0], y0)
         m = g0.shape[-1] if g0.ndim == 3 else y0.shape[1]
@@ -346,20 +349,14 @@ class _Problem:
     def solve(self, adjoint):
         if self.ts.shape[0] == 1:
             return self.y0[None]
-        if self.tolerances is None:
-            steps = {"dt": self.dt}
-        else:  # the native adaptive SDE steps; dt is the first step
-            rtol, atol = self.tolerances
-            steps = {"controller": _PID(first_step=float(self.dt))}
-            steps.update(rtol=float(rtol), atol=float(atol))
         sol = _solve(
             self.problem,
             self.y0,
             self.ts,
             method=self.native,
+            dt=self.dt,
             adjoint=adjoint,
             max_steps=2**31 - 1,
-            **steps,
         )
         return sol.ys.transpose(0, 1)
 
@@ -412,11 +409,8 @@ def sdeint(
         bm: the Brownian motion (see the module's docstring); shape ``(batch, m)``.
         method: see the module's docstring.
         dt: the largest step; each interval between output times is split into equal steps.
-        adaptive: the native adaptive SDE steps (a PID controller from ``rtol``, ``atol``;
-            ``dt`` is the first step). The native solver refuses Itô methods of strong order
-            1/2 with adaptive steps (torchsde warns).
-        rtol, atol: tolerances of adaptive steps.
-        dt_min: accepted and unused.
+        adaptive: ``True`` is a ``ValueError`` (not mapped onto the native adaptive steps yet).
+        rtol, atol, dt_min: used only by adaptive steps; accepted and unused.
         options, logqp, extra, extra_solver_state: not supported (a ``ValueError`` when set).
         names: ``{"drift": ..., "diffusion": ...}``: other method names for ``f`` and ``g``.
 
@@ -427,7 +421,6 @@ def sdeint(
         raise ValueError(f"sdeint: unexpected arguments {sorted(unused_kwargs)}")
     extras = {"logqp": logqp, "extra": extra, "extra_solver_state": extra_solver_state}
     run = _Problem("sdeint", sde, y0, ts, bm, method, dt, adaptive, options, names, extras)
-    run.tolerances = (rtol, atol) if adaptive else None
     return run.solve("direct")
 
 
@@ -487,5 +480,4 @@ def sdeint_adjoint(
     params = tuple(p for p in params if p.requires_grad)
     extras = {"logqp": logqp, "extra": extra, "extra_solver_state": extra_solver_state}
     run = _Problem("sdeint_adjoint", sde, y0, ts, bm, method, dt, adaptive, options, names, extras)
-    run.tolerances = (rtol, atol) if adaptive else None
     return run.solve(BacksolveAdjoint(params=params))
