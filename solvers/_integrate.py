@@ -83,7 +83,9 @@ def _grad(outputs: tuple, inputs: tuple, grads: tuple):
     function does, without its checks of the arguments: they cost about 40 µs a call on a
     CPU, as much as a small vector field's backward pass, and the backward solve of the
     continuous adjoint makes one call per stage."""
-    if _ENGINE is None:  # pragma: no cover - a torch without the engine attribute
+    if _ENGINE is None or any(x.grad_fn is not None for x in inputs):
+        # computed inputs (parameters derived from others) need torch.autograd.grad's
+        # handling, which stops at them instead of freeing the graph behind them
         return torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
     return _ENGINE.run_backward(outputs, grads, False, False, inputs, True, False)
 

@@ -192,3 +192,18 @@ def test_default_method_per_problem():
     with pytest.raises(ValueError, match=r"'euler_maruyama' has strong order 0.5 .* Pass dt"):
         solvers.solve(ito, y0, t)
     assert solvers.solve(ODE(lambda t, y: -y), y0, t).success
+
+
+def test_backsolve_with_computed_parameters():
+    """A parameter computed from another (``w2 = 2 w``) passed as ``params``: the backward
+    solve differentiates with respect to it at every stage without freeing the graph that
+    computed it, and the gradient reaches ``w``."""
+    w = torch.tensor([0.5], dtype=F64, requires_grad=True)
+    w2 = 2 * w
+    y0 = torch.ones(2, 1, dtype=F64)
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    back = solvers.BacksolveAdjoint(params=[w2])
+    sol = solvers.solve(ODE(lambda t, y: -w2 * y), y0, t, adjoint=back)
+    (g,) = torch.autograd.grad(sol.ys[:, -1].sum(), [w])
+    # y(1) = exp(-2 w): d/dw summed over 2 samples = -4 exp(-1)
+    torch.testing.assert_close(g, torch.tensor([-4 * math.exp(-1)], dtype=F64), rtol=1e-4, atol=0)
