@@ -13,6 +13,7 @@ registered here.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ class HamiltonianODE(AbstractProblem):
         self._modules: tuple = (dp, dq)
         self._form = "HamiltonianODE(dp, dq)"
         self._terms = None
+        self._jumps = None
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class HamiltonianODE(AbstractProblem):
         self._dp = self._dq = None
         self.grad_H, self.J = grad_H, J
         self._terms = None
+        self._jumps = None
         self._modules = (grad_H,)
         self._form = "HamiltonianODE.from_gradient(grad_H, J)"
         return self
@@ -171,7 +174,19 @@ class HamiltonianODE(AbstractProblem):
                 self._terms = PartitionedTerm(dp=self._dp, dq=self._dq, params=params)
             else:
                 self._terms = PartitionedTerm(full=self._full, params=params, form=self._form)
+            self._terms.jumps = self._jumps
         return self._terms
+
+    def with_jump_times(self, jump_times: torch.Tensor) -> HamiltonianODE:
+        """A copy whose vector field is declared non-smooth at ``jump_times`` (``(J,)`` or
+        ``(batch, J)``, non-decreasing; a forcing held between observations): adaptive steps
+        land on them, as for :class:`~solvers.ODE`'s ``jump_times``."""
+        from ._problems import check_jump_times
+
+        out = copy.copy(self)
+        out._jumps = check_jump_times(jump_times)
+        out._terms = None
+        return out
 
     def check(self, t0, y0):
         if y0.ndim != 2 or y0.shape[1] % 2 != 0:

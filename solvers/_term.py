@@ -293,6 +293,10 @@ class PartitionedTerm(AbstractDerivativeTerm):
     def __init__(self, dp=None, dq=None, full=None, params=(), form="a non-separable system"):
         self._dp, self._dq, self._full, self._params = dp, dq, full, params
         self.form = form
+        self.jumps = None  # jump times of a forcing, set by HamiltonianODE.with_jump_times
+
+    def jump_times(self):
+        return self.jumps
 
     @property
     def separable(self) -> bool:

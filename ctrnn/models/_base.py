@@ -296,9 +296,11 @@ class AbstractContinuousRNN(nn.Module, metaclass=abc.ABCMeta):
         if h0 is None:
             h0 = torch.zeros(B, self.state_size, device=x.device, dtype=x.dtype)
         problem = self.problem(hold_inputs(x, t))
+        # the held input jumps at every observation time: adaptive steps land on them
         if type(problem) is solvers.ODE:
-            # the held input jumps at every observation time: adaptive steps land on them
             problem = solvers.ODE(problem.f, jump_times=t)
+        elif isinstance(problem, solvers.HamiltonianODE):
+            problem = problem.with_jump_times(t)
         options = with_input_gradients(solver_options, problem, x)
         return solvers.solve(problem, h0, t, **options).ys
 

@@ -57,15 +57,7 @@ def test_builds_and_runs_on_irregular_data_with_missing_values(name, mode):
 
 def _padding_cases():
     for (name, mode), case_id in zip(CASES, IDS):
-        marks = ()
-        if (name, mode) == ("hamiltonian", "continuous"):
-            # measured: 2e-6 with the default dopri5 (rtol 1e-5), 1e-11 at rtol 1e-10, 0 with
-            # fixed steps: the adaptive steps of a HamiltonianODE solve depend on the other
-            # samples of the batch (a solvers matter, reported to its owner)
-            marks = pytest.mark.xfail(
-                strict=True, reason="adaptive HamiltonianODE step control is not per sample"
-            )
-        yield pytest.param(name, mode, id=case_id, marks=marks)
+        yield pytest.param(name, mode, id=case_id)
 
 
 @pytest.mark.parametrize(("name", "mode"), list(_padding_cases()))

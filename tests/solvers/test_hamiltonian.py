@@ -607,3 +607,21 @@ def test_a_custom_scheme_is_a_method_object():
         for dt in (1 / 16, 1 / 32, 1 / 64)
     ]
     assert abs(slope([1 / 16, 1 / 32, 1 / 64], errs) - 2) < 0.3
+
+
+def test_jump_times_of_a_forcing_are_stepped_onto():
+    """A force that switches at t = 1 (right-continuous): with the jump time, dopri5's
+    adaptive steps land on it and the solution is as accurate as the tolerance says."""
+
+    def dp(t, q):
+        return torch.where(t < 1.0, 1.0, -2.0).to(q.dtype).expand_as(q)
+
+    h = HamiltonianODE(dp=dp, dq=lambda t, p: p)
+    y0 = torch.zeros(2, 2, dtype=F64)
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    # p(2) = 1 - 2 = -1; q(2) = 1/2 + (1 - 1) = 0.5 + ∫_1^2 (1 - 2 (s - 1)) ds = 0.5 + 0 = 0.5
+    exact = torch.tensor([-1.0, 0.5], dtype=F64)
+    with_jumps = h.with_jump_times(torch.tensor([1.0], dtype=F64))
+    assert with_jumps.jump_times() is not None and h.jump_times() is None
+    sol = solvers.solve(with_jumps, y0, t, method="dopri5", rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sol.ys[0, -1], exact, rtol=0, atol=1e-10)
