@@ -49,8 +49,7 @@ class AbstractBackend:
         if isinstance(problem, TimeReversed):
             if not s.backwards:
                 raise ValueError(
-                    f"backend {self.name!r} does not solve backwards in time (t decreasing)"
-                    f"{native}"
+                    f"backend {self.name!r} does not solve backwards in time (t decreasing){native}"
                 )
             kind = problem.kind
         if s.problems is not None and kind not in s.problems:

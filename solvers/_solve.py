@@ -153,8 +153,7 @@ def check_event(event, method, controller, adjoint, backwards: bool):
         )
     if adjoint.name != "direct":
         raise ValueError(
-            f"event: gradients through the event time need adjoint 'direct', got "
-            f"{adjoint.name!r}"
+            f"event: gradients through the event time need adjoint 'direct', got {adjoint.name!r}"
         )
     if backwards:
         return lambda s, y: event(-s, y)
