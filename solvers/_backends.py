@@ -24,6 +24,8 @@ class Supports:
         per_sample_times: whether ``t`` may be ``(batch, T)``.
         methods: method names, or ``None`` for every method that accepts the problem.
         backwards: whether it solves backwards in time (a decreasing ``t``).
+        dense: whether it keeps dense output (``solve(dense=True)``).
+        events: whether it takes terminal events (``solve(event=fn)``).
     """
 
     problems: tuple[str, ...] | None
@@ -32,6 +34,7 @@ class Supports:
     methods: tuple[str, ...] | None = None
     backwards: bool = False
     dense: bool = False
+    events: bool = False
 
 
 class AbstractBackend:
@@ -57,7 +60,7 @@ class AbstractBackend:
                 f"backend {self.name!r} solves {', '.join(s.problems)} problems only, got "
                 f"{kind}{native}"
             )
-        if cfg.event is not None and self.name != "native":
+        if cfg.event is not None and not s.events:
             raise ValueError(f"backend {self.name!r} takes no event{native}")
         if cfg.steps is not None and not s.dense:
             raise ValueError(f"backend {self.name!r} has no dense output{native}")
@@ -91,6 +94,7 @@ class NativeBackend(AbstractBackend):
         per_sample_times=True,
         backwards=True,
         dense=True,
+        events=True,
     )
 
     def solve(self, problem, y0, t, f0, cfg, adjoint, grid=None):

@@ -13,29 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from ._integrate import _flatten, _unflatten
+
 __all__ = ["DenseOutput"]
-
-
-def _flatten(tree):
-    if isinstance(tree, torch.Tensor):
-        return [tree], "T"
-    leaves, specs = [], []
-    for v in tree:
-        lv, sp = _flatten(v)
-        leaves += lv
-        specs.append((sp, len(lv)))
-    return leaves, ("L", type(tree), specs)
-
-
-def _unflatten(spec, leaves):
-    if spec == "T":
-        return leaves[0]
-    _, kind, specs = spec
-    out, i = [], 0
-    for sp, n in specs:
-        out.append(_unflatten(sp, leaves[i : i + n]))
-        i += n
-    return tuple(out) if kind is tuple else out
 
 
 class DenseOutput:
@@ -66,9 +46,8 @@ class DenseOutput:
         self.t0 = t0.expand(-1, batch) if lanes == 1 else t0
         self.h = h.expand(-1, batch) if lanes == 1 else h
         self.taken = taken.expand(-1, batch) if lanes == 1 else taken
-        leaves, self.spec = _flatten(steps[0][3])
+        self.spec = _flatten(steps[0][3])[1]
         self.leaves = [torch.stack(group) for group in zip(*(_flatten(s[3])[0] for s in steps))]
-        del leaves
 
     def evaluate(self, t) -> torch.Tensor:
         """The solution at the times ``t``: ``(Q,)`` shared by the batch or ``(batch, Q)``
